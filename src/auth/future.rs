@@ -1,0 +1,229 @@
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use http::header::AUTHORIZATION;
+use http::{Request, Response};
+use pin_project_lite::pin_project;
+use tower::Service;
+use tower::util::Oneshot;
+
+use super::layer::Rejection;
+use crate::cache::{Outcome, TokenCache};
+use crate::refresh::BoxError;
+
+/// Waiting for a token: boxed, as it only happens off the hot path (no token yet, a token in
+/// its hard window, or after a rejection).
+type Wait = Pin<Box<dyn Future<Output = Outcome> + Send>>;
+
+/// The generation of a request whose `Authorization` header the caller set: never ours to
+/// refresh or retry.
+const NOT_OURS: u64 = 0;
+
+pin_project! {
+    /// The response future of [`AuthService`](crate::AuthService).
+    pub struct ResponseFuture<S, B>
+    where
+        S: Service<Request<B>>,
+    {
+        #[pin]
+        state: State<S, B>,
+        // The copy of the request to send again if the first attempt is rejected.
+        replay: Option<Request<B>>,
+        // A clone of the inner service for that second attempt.
+        retry_service: Option<S>,
+        // The generation of the token the request was sent with.
+        generation: u64,
+        cache: Option<TokenCache>,
+        rejection: Rejection,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<S, B>
+    where
+        S: Service<Request<B>>,
+    {
+        // No token fit to send: waiting for one, with a service already polled ready.
+        Waiting {
+            wait: Wait,
+            request: Option<Request<B>>,
+            service: Option<S>,
+        },
+        Sent {
+            #[pin]
+            future: S::Future,
+        },
+        // The server rejected the token: waiting for a newer one.
+        Refreshing {
+            wait: Wait,
+            retry: Option<(Request<B>, S)>,
+        },
+        // The one retry; its response goes back whatever it is.
+        Retrying {
+            #[pin]
+            future: Oneshot<S, Request<B>>,
+        },
+    }
+}
+
+impl<S, B> ResponseFuture<S, B>
+where
+    S: Service<Request<B>>,
+{
+    pub(super) fn passthrough(future: S::Future) -> Self {
+        Self {
+            state: State::Sent { future },
+            replay: None,
+            retry_service: None,
+            generation: NOT_OURS,
+            cache: None,
+            rejection: Rejection::default(),
+        }
+    }
+
+    pub(super) fn sent(
+        future: S::Future,
+        generation: u64,
+        retry: Option<(Request<B>, S)>,
+        cache: TokenCache,
+        rejection: Rejection,
+    ) -> Self {
+        let (replay, retry_service) = retry.unzip();
+        Self {
+            state: State::Sent { future },
+            replay,
+            retry_service,
+            generation,
+            cache: Some(cache),
+            rejection,
+        }
+    }
+
+    pub(super) fn waiting(
+        request: Request<B>,
+        service: S,
+        replay: Option<Request<B>>,
+        cache: TokenCache,
+        rejection: Rejection,
+    ) -> Self {
+        Self {
+            state: State::Waiting {
+                wait: Box::pin(cache.clone().acquire()),
+                request: Some(request),
+                service: Some(service),
+            },
+            replay,
+            retry_service: None,
+            generation: NOT_OURS,
+            cache: Some(cache),
+            rejection,
+        }
+    }
+}
+
+impl<S, B, ResB> Future for ResponseFuture<S, B>
+where
+    S: Service<Request<B>, Response = Response<ResB>> + Clone,
+    S::Error: Into<BoxError>,
+{
+    type Output = Result<Response<ResB>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Waiting {
+                    wait,
+                    request,
+                    service,
+                } => {
+                    let entry = ready!(wait.as_mut().poll(cx))?;
+                    let (mut request, mut service) = request
+                        .take()
+                        .zip(service.take())
+                        .expect("ResponseFuture polled after completion");
+                    request
+                        .headers_mut()
+                        .insert(AUTHORIZATION, entry.header.clone());
+                    *this.generation = entry.generation;
+                    if this.replay.is_some() {
+                        *this.retry_service = Some(service.clone());
+                    }
+                    let future = service.call(request);
+                    this.state.set(State::Sent { future });
+                }
+                StateProj::Sent { future } => {
+                    let response = ready!(future.poll(cx)).map_err(Into::into)?;
+                    let Some(cache) = this.cache.as_ref() else {
+                        return Poll::Ready(Ok(response));
+                    };
+                    if *this.generation == NOT_OURS
+                        || !this
+                            .rejection
+                            .matches(response.status(), response.headers())
+                    {
+                        return Poll::Ready(Ok(response));
+                    }
+                    match this.replay.take().zip(this.retry_service.take()) {
+                        Some(retry) => {
+                            tracing::debug!(
+                                generation = *this.generation,
+                                status = response.status().as_u16(),
+                                "token rejected; retrying with a newer token"
+                            );
+                            let wait = Box::pin(cache.clone().after_rejection(*this.generation));
+                            this.state.set(State::Refreshing {
+                                wait,
+                                retry: Some(retry),
+                            });
+                        }
+                        None => {
+                            tracing::debug!(
+                                generation = *this.generation,
+                                status = response.status().as_u16(),
+                                "token rejected; the request cannot be replayed"
+                            );
+                            cache.refresh_after_rejection(*this.generation);
+                            return Poll::Ready(Ok(response));
+                        }
+                    }
+                }
+                StateProj::Refreshing { wait, retry } => {
+                    let entry = ready!(wait.as_mut().poll(cx))?;
+                    let (mut request, service) = retry
+                        .take()
+                        .expect("ResponseFuture polled after completion");
+                    request
+                        .headers_mut()
+                        .insert(AUTHORIZATION, entry.header.clone());
+                    let future = Oneshot::new(service, request);
+                    this.state.set(State::Retrying { future });
+                }
+                StateProj::Retrying { future } => {
+                    return future.poll(cx).map_err(Into::into);
+                }
+            }
+        }
+    }
+}
+
+impl<S, B> fmt::Debug for ResponseFuture<S, B>
+where
+    S: Service<Request<B>>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.state {
+            State::Waiting { .. } => "waiting for a token",
+            State::Sent { .. } => "sent",
+            State::Refreshing { .. } => "waiting for a newer token",
+            State::Retrying { .. } => "retrying",
+        };
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .field("generation", &self.generation)
+            .finish_non_exhaustive()
+    }
+}

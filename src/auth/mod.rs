@@ -1,0 +1,9 @@
+//! The tower plumbing: the layer, the service, and its response future.
+
+mod future;
+mod layer;
+mod service;
+
+pub use self::future::ResponseFuture;
+pub use self::layer::AuthLayer;
+pub use self::service::AuthService;

@@ -1,0 +1,127 @@
+use std::fmt;
+use std::mem;
+use std::task::{Context, Poll};
+
+use http::header::AUTHORIZATION;
+use http::{Request, Response};
+use tower::Service;
+
+use super::future::ResponseFuture;
+use super::layer::Rejection;
+use crate::cache::{Phase, TokenCache};
+use crate::refresh::BoxError;
+use crate::replay::{CloneBody, ReplayPolicy};
+
+/// Attaches the access token to every request, refreshes it when needed, and retries a
+/// request the server rejected. Made by [`AuthLayer`](crate::AuthLayer).
+///
+/// - A request that already has an `Authorization` header is sent as it is, never retried.
+/// - A rejected request (401 by default) whose token is still the current one starts one
+///   refresh; if a newer token exists already, it is used at once. The request is retried
+///   once with the new token if the [`ReplayPolicy`] can copy it; the second response is
+///   returned whatever it is.
+///
+/// Errors are [`BoxError`]s: the inner service's error passes through unchanged (downcast it
+/// to its own type), and a failed refresh is a [`RefreshError`](crate::RefreshError).
+///
+/// Clones share the token cache. See the [crate example](crate#example).
+#[derive(Clone)]
+pub struct AuthService<S, P = CloneBody> {
+    inner: S,
+    cache: TokenCache,
+    replay: P,
+    rejection: Rejection,
+}
+
+impl<S, P> AuthService<S, P> {
+    pub(super) fn from_parts(inner: S, cache: TokenCache, replay: P, rejection: Rejection) -> Self {
+        Self {
+            inner,
+            cache,
+            replay,
+            rejection,
+        }
+    }
+
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The wrapped service, unwrapped.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, P, B, ResB> Service<Request<B>> for AuthService<S, P>
+where
+    S: Service<Request<B>, Response = Response<ResB>> + Clone,
+    S::Error: Into<BoxError>,
+    P: ReplayPolicy<B>,
+{
+    type Response = Response<ResB>;
+    type Error = BoxError;
+    type Future = ResponseFuture<S, B>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        if request.headers().contains_key(AUTHORIZATION) {
+            return ResponseFuture::passthrough(self.inner.call(request));
+        }
+        let replay = self.replay.clone_request(&request);
+        let current = self.cache.current();
+        match current.as_deref() {
+            Some(entry) if entry.phase() <= Phase::Soft => {
+                if entry.phase() == Phase::Soft {
+                    self.cache.refresh_in_background(entry);
+                }
+                request
+                    .headers_mut()
+                    .insert(AUTHORIZATION, entry.header.clone());
+                let generation = entry.generation;
+                drop(current);
+                let retry = replay.map(|replay| (replay, self.inner.clone()));
+                ResponseFuture::sent(
+                    self.inner.call(request),
+                    generation,
+                    retry,
+                    self.cache.clone(),
+                    self.rejection.clone(),
+                )
+            }
+            _ => {
+                drop(current);
+                // The ready service goes into the future, to be called once a token arrives;
+                // a clone takes its place here and will be polled ready before its own use.
+                let clone = self.inner.clone();
+                let ready = mem::replace(&mut self.inner, clone);
+                ResponseFuture::waiting(
+                    request,
+                    ready,
+                    replay,
+                    self.cache.clone(),
+                    self.rejection.clone(),
+                )
+            }
+        }
+    }
+}
+
+impl<S: fmt::Debug, P: fmt::Debug> fmt::Debug for AuthService<S, P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthService")
+            .field("inner", &self.inner)
+            .field("replay", &self.replay)
+            .field("rejection", &self.rejection)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,310 @@
+//! The token cache: one current token shared by every service, and at most one refresh at a
+//! time.
+//!
+//! The hot path is [`TokenCache::current`]: one atomic load of the current [`Entry`] and one
+//! relaxed load of its phase. Everything else (waiting, refreshing, after a 401) takes a short
+//! lock on the flight slot and is off the hot path.
+//!
+//! A refresh ("flight") runs in a spawned task, detached from the request that started it, so
+//! dropping that request never cancels it and never loses a rotated refresh token. Its outcome
+//! is published on a `watch` channel that every waiter holds.
+
+mod entry;
+mod windows;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use arc_swap::{ArcSwapOption, Guard};
+use http::HeaderValue;
+use tokio::runtime::Handle;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tower::util::BoxService;
+use tower::{Service, ServiceExt};
+
+pub(crate) use self::entry::{Entry, Phase};
+pub(crate) use self::windows::Windows;
+use crate::refresh::{BoxError, RefreshError, RefreshErrorKind, RefreshReason, RefreshRequest};
+use crate::token::TokenSet;
+
+/// What a refresh gives every waiter.
+pub(crate) type Outcome = Result<Arc<Entry>, RefreshError>;
+
+type Refresher = BoxService<RefreshRequest, TokenSet, BoxError>;
+
+/// A handle to the shared cache; clones share it.
+#[derive(Clone)]
+pub(crate) struct TokenCache {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    current: ArcSwapOption<Entry>,
+    flight: Mutex<Option<Flight>>,
+    /// Only the flight task uses the refresher, and there is one flight at a time, so this
+    /// lock is never contended; it makes any `Send` refresher shareable.
+    refresher: tokio::sync::Mutex<Refresher>,
+    windows: Mutex<Windows>,
+    generations: AtomicU64,
+    flights: AtomicU64,
+}
+
+#[derive(Clone)]
+struct Flight {
+    id: u64,
+    outcome: watch::Receiver<Option<Outcome>>,
+}
+
+/// Either a token to use now, or a refresh to wait for.
+enum Join {
+    Ready(Arc<Entry>),
+    Wait(watch::Receiver<Option<Outcome>>),
+}
+
+impl TokenCache {
+    pub(crate) fn new<R>(refresher: R) -> Self
+    where
+        R: Service<RefreshRequest, Response = TokenSet> + Send + 'static,
+        R::Error: Into<BoxError>,
+        R::Future: Send + 'static,
+    {
+        Self {
+            shared: Arc::new(Shared {
+                current: ArcSwapOption::empty(),
+                flight: Mutex::new(None),
+                refresher: tokio::sync::Mutex::new(BoxService::new(refresher.map_err(Into::into))),
+                windows: Mutex::new(Windows::default()),
+                generations: AtomicU64::new(0),
+                flights: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Changes the windows; tokens installed from now on follow them.
+    pub(crate) fn configure(&self, change: impl FnOnce(&mut Windows)) {
+        change(&mut lock(&self.shared.windows));
+    }
+
+    pub(crate) fn windows(&self) -> Windows {
+        *lock(&self.shared.windows)
+    }
+
+    /// The current token: the hot path.
+    #[inline]
+    pub(crate) fn current(&self) -> Guard<Option<Arc<Entry>>> {
+        self.shared.current.load()
+    }
+
+    pub(crate) fn current_full(&self) -> Option<Arc<Entry>> {
+        self.shared.current.load_full()
+    }
+
+    /// Starts the background refresh of a token in its soft window, once per token.
+    pub(crate) fn refresh_in_background(&self, entry: &Entry) {
+        if entry.background_refresh.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if Handle::try_current().is_err() {
+            entry.background_refresh.store(false, Ordering::Release);
+            return;
+        }
+        let _ = self.join(RefreshReason::Expiring, Some(entry.generation));
+    }
+
+    /// A token fit to be sent now, waiting for a refresh when there is none.
+    pub(crate) async fn acquire(self) -> Outcome {
+        let seen = self.current_full();
+        let reason = match &seen {
+            None => RefreshReason::NoToken,
+            Some(entry) => match entry.phase_now() {
+                Phase::Fresh => return Ok(Arc::clone(entry)),
+                Phase::Soft => {
+                    self.refresh_in_background(entry);
+                    return Ok(Arc::clone(entry));
+                }
+                Phase::Hard | Phase::Unarmed if entry.is_expired() => RefreshReason::Expired,
+                Phase::Hard | Phase::Unarmed => RefreshReason::Expiring,
+            },
+        };
+        let outcome = self.wait(reason, seen.as_ref().map(|e| e.generation)).await;
+        match (outcome, seen) {
+            // A failed refresh does not stop a token that is still valid from being served.
+            (Err(_), Some(seen)) if !seen.is_expired() => Ok(seen),
+            (outcome, _) => outcome,
+        }
+    }
+
+    /// A token to retry with after the server rejected generation `rejected`: the newer
+    /// token if one exists already, else the outcome of one refresh.
+    pub(crate) async fn after_rejection(self, rejected: u64) -> Outcome {
+        self.wait(RefreshReason::Rejected, Some(rejected)).await
+    }
+
+    /// Starts the refresh a rejection calls for, without waiting for it.
+    pub(crate) fn refresh_after_rejection(&self, rejected: u64) {
+        if Handle::try_current().is_ok() {
+            let _ = self.join(RefreshReason::Rejected, Some(rejected));
+        }
+    }
+
+    /// A refresh asked for by the application: joins the one running, else starts one.
+    pub(crate) async fn force(self) -> Outcome {
+        self.wait(RefreshReason::Forced, None).await
+    }
+
+    /// Installs a token set given by the application.
+    pub(crate) fn set(&self, tokens: TokenSet) -> Outcome {
+        self.shared.install(tokens)
+    }
+
+    /// Forgets the current token: the next request logs in.
+    pub(crate) fn clear(&self) {
+        self.shared.current.store(None);
+    }
+
+    async fn wait(&self, reason: RefreshReason, seen: Option<u64>) -> Outcome {
+        match self.join(reason, seen)? {
+            Join::Ready(entry) => Ok(entry),
+            Join::Wait(mut outcome) => match outcome.wait_for(Option::is_some).await {
+                Ok(outcome) => outcome.clone().unwrap_or_else(aborted),
+                Err(_) => aborted(),
+            },
+        }
+    }
+
+    /// Joins the running refresh, uses a token newer than the one `seen`, or starts a
+    /// refresh. `seen` is the generation the caller found wanting (`None`: it found no token,
+    /// or wants a refresh whatever the current token is).
+    fn join(&self, reason: RefreshReason, seen: Option<u64>) -> Result<Join, RefreshError> {
+        let mut flight = lock(&self.shared.flight);
+        if let Some(running) = &*flight {
+            return Ok(Join::Wait(running.outcome.clone()));
+        }
+        let current = self.current_full();
+        if reason != RefreshReason::Forced {
+            if let Some(entry) = &current {
+                let newer = seen != Some(entry.generation);
+                if newer && entry.phase_now() < Phase::Hard {
+                    return Ok(Join::Ready(Arc::clone(entry)));
+                }
+            }
+        }
+        let runtime =
+            Handle::try_current().map_err(|_| RefreshError::new(RefreshErrorKind::NoRuntime))?;
+        let id = self.shared.flights.fetch_add(1, Ordering::Relaxed);
+        let (publish, outcome) = watch::channel(None);
+        *flight = Some(Flight {
+            id,
+            outcome: outcome.clone(),
+        });
+        drop(flight);
+        let request = RefreshRequest::new(reason, current.map(|entry| entry.tokens.clone()));
+        let task = FlightTask {
+            shared: Arc::clone(&self.shared),
+            id,
+            publish,
+        };
+        runtime.spawn(task.run(request));
+        Ok(Join::Wait(outcome))
+    }
+}
+
+impl Shared {
+    fn install(&self, tokens: TokenSet) -> Outcome {
+        let mut header =
+            HeaderValue::try_from(format!("Bearer {}", tokens.access_token().secret()))
+                .map_err(|_| RefreshError::new(RefreshErrorKind::InvalidToken))?;
+        header.set_sensitive(true);
+        let windows = *lock(&self.windows);
+        let expires_at = tokens.expiry_or(windows.default_lifetime);
+        let schedule = windows.schedule(Instant::now(), expires_at);
+        let generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
+        let entry = Arc::new(Entry::new(tokens, header, generation, schedule));
+        self.current.store(Some(Arc::clone(&entry)));
+        Ok(entry)
+    }
+}
+
+/// The spawned refresh. Dropping it (the task ended, panicked or was aborted) frees the
+/// flight slot, so a failed refresh never blocks the next one.
+struct FlightTask {
+    shared: Arc<Shared>,
+    id: u64,
+    publish: watch::Sender<Option<Outcome>>,
+}
+
+impl FlightTask {
+    async fn run(self, request: RefreshRequest) {
+        let reason = request.reason();
+        let started = Instant::now();
+        tracing::debug!(%reason, "token refresh started");
+        let result = {
+            let mut refresher = self.shared.refresher.lock().await;
+            match refresher.ready().await {
+                Ok(refresher) => refresher.call(request).await,
+                Err(error) => Err(error),
+            }
+        };
+        let elapsed_ms = millis(started.elapsed());
+        let outcome = match result {
+            Ok(tokens) => self.shared.install(tokens),
+            Err(error) => Err(RefreshError::refresher(error)),
+        };
+        match &outcome {
+            Ok(entry) => tracing::debug!(
+                %reason,
+                generation = entry.generation,
+                elapsed_ms,
+                expires_in_s = entry.schedule.expires_at.saturating_duration_since(Instant::now()).as_secs(),
+                "token refresh succeeded"
+            ),
+            Err(error) => {
+                // Let a request in the soft window try again.
+                if let Some(current) = self.shared.current.load_full() {
+                    current.background_refresh.store(false, Ordering::Release);
+                }
+                tracing::warn!(%reason, elapsed_ms, error = %ErrorChain(error), "token refresh failed");
+            }
+        }
+        self.publish.send_replace(Some(outcome));
+    }
+}
+
+impl Drop for FlightTask {
+    fn drop(&mut self) {
+        let mut flight = lock(&self.shared.flight);
+        if flight.as_ref().is_some_and(|running| running.id == self.id) {
+            *flight = None;
+        }
+    }
+}
+
+/// Displays an error with its causes, `a: b: c`.
+struct ErrorChain<'a>(&'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(error) = source {
+            write!(f, ": {error}")?;
+            source = error.source();
+        }
+        Ok(())
+    }
+}
+
+fn aborted() -> Outcome {
+    Err(RefreshError::new(RefreshErrorKind::Aborted))
+}
+
+fn millis(elapsed: Duration) -> u64 {
+    u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Locks a mutex that no code panics while holding; a poisoned one is still consistent.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}

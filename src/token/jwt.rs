@@ -1,0 +1,105 @@
+//! Reading the `exp` claim of a JWT access token, without verifying it.
+//!
+//! The client is not the audience of its own access token and has no key to check it; `exp` is
+//! only a hint for when to refresh, used when the token response carries no `expires_in`.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+
+/// base64url that accepts both padded and unpadded input, as issuers differ.
+const URL_SAFE_LENIENT: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::URL_SAFE,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+/// A JWT payload larger than this is not decoded: access tokens are a few KiB at most.
+const MAX_PAYLOAD: usize = 16 * 1024;
+
+/// The `exp` claim (seconds since the Unix epoch) of a compact JWS, or `None` when the token is
+/// not a JWT, its payload is not JSON, or `exp` is missing, negative or not a number.
+pub(crate) fn expiry_claim(token: &str) -> Option<SystemTime> {
+    let mut parts = token.split('.');
+    let (_header, payload, _signature) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || payload.len() > MAX_PAYLOAD {
+        return None;
+    }
+    let bytes = URL_SAFE_LENIENT.decode(payload).ok()?;
+    #[derive(serde::Deserialize)]
+    struct Claims {
+        exp: Option<serde_json::Number>,
+    }
+    let claims: Claims = serde_json::from_slice(&bytes).ok()?;
+    let exp = claims.exp?.as_f64()?;
+    if !exp.is_finite() || exp < 0.0 {
+        return None;
+    }
+    UNIX_EPOCH.checked_add(Duration::try_from_secs_f64(exp).ok()?)
+}
+
+/// How long from now until the token's `exp`; zero when it has passed.
+pub(crate) fn remaining_lifetime(token: &str) -> Option<Duration> {
+    let exp = expiry_claim(token)?;
+    Some(
+        exp.duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+    fn jwt(payload: &str) -> String {
+        format!(
+            "{}.{}.c2ln",
+            URL_SAFE_NO_PAD.encode(r#"{"alg":"RS256"}"#),
+            URL_SAFE_NO_PAD.encode(payload)
+        )
+    }
+
+    #[test]
+    fn reads_exp() {
+        let token = jwt(r#"{"exp":1700000000,"sub":"u"}"#);
+        assert_eq!(
+            expiry_claim(&token),
+            Some(UNIX_EPOCH + Duration::from_secs(1_700_000_000))
+        );
+        let fractional = jwt(r#"{"exp":1700000000.5}"#);
+        assert_eq!(
+            expiry_claim(&fractional),
+            Some(UNIX_EPOCH + Duration::from_millis(1_700_000_000_500))
+        );
+    }
+
+    #[test]
+    fn remaining_is_measured_from_now() {
+        let in_an_hour = SystemTime::now() + Duration::from_secs(3600);
+        let secs = in_an_hour.duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let left = remaining_lifetime(&jwt(&format!(r#"{{"exp":{secs}}}"#))).unwrap();
+        assert!(left > Duration::from_secs(3590) && left <= Duration::from_secs(3600));
+        assert_eq!(
+            remaining_lifetime(&jwt(r#"{"exp":10}"#)),
+            Some(Duration::ZERO)
+        );
+    }
+
+    #[test]
+    fn rejects_what_is_not_a_jwt_with_exp() {
+        for token in [
+            "opaque-token".to_owned(),
+            "a.b".to_owned(),
+            "a.b.c.d".to_owned(),
+            "a.!!!.c".to_owned(),
+            jwt("not json"),
+            jwt(r#"{"sub":"no exp"}"#),
+            jwt(r#"{"exp":-5}"#),
+            jwt(r#"{"exp":"soon"}"#),
+            jwt(r#"{"exp":1e300}"#),
+        ] {
+            assert_eq!(expiry_claim(&token), None, "{token}");
+        }
+    }
+}

@@ -1,0 +1,563 @@
+//! The core behaviour of `AuthService` over mocks and closures, with tokio's clock paused where
+//! time matters.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::AUTHORIZATION;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tower::util::BoxService;
+use tower::{BoxError, Layer, Service, ServiceBuilder, ServiceExt, service_fn};
+use tower_auth_refresh::replay::NoReplay;
+use tower_auth_refresh::{
+    AuthLayer, RefreshError, RefreshErrorKind, RefreshReason, RefreshRequest, TokenSet,
+};
+use tower_test::mock;
+
+const LIFETIME: Duration = Duration::from_secs(900);
+
+/// A refresher that hands out `token-1`, `token-2`, … after `delay`, and counts its calls.
+#[derive(Clone)]
+struct Counter {
+    calls: Arc<AtomicUsize>,
+    reasons: Arc<std::sync::Mutex<Vec<RefreshReason>>>,
+}
+
+impl Counter {
+    fn new() -> Self {
+        Self {
+            calls: Arc::default(),
+            reasons: Arc::default(),
+        }
+    }
+
+    fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    fn reasons(&self) -> Vec<RefreshReason> {
+        self.reasons.lock().unwrap().clone()
+    }
+
+    fn refresher(&self, delay: Duration) -> BoxService<RefreshRequest, TokenSet, Infallible> {
+        let this = self.clone();
+        service_fn(move |request: RefreshRequest| {
+            let n = this.calls.fetch_add(1, Ordering::SeqCst) + 1;
+            this.reasons.lock().unwrap().push(request.reason());
+            async move {
+                tokio::time::sleep(delay).await;
+                Ok(TokenSet::new(format!("token-{n}")).with_expires_in(LIFETIME))
+            }
+        })
+        .boxed()
+    }
+}
+
+fn get() -> Request<Full<Bytes>> {
+    Request::get("http://127.0.0.1/user/me")
+        .body(Full::default())
+        .unwrap()
+}
+
+fn respond(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
+}
+
+fn bearer(request: &Request<impl Sized>) -> String {
+    request
+        .headers()
+        .get(AUTHORIZATION)
+        .map(|value| value.to_str().unwrap().to_owned())
+        .unwrap_or_default()
+}
+
+/// An API that echoes the token it received, accepting only the tokens `accept` allows.
+fn api(
+    accept: impl Fn(&str) -> bool + Clone + Send + 'static,
+    calls: Arc<AtomicUsize>,
+) -> impl Service<
+    Request<Full<Bytes>>,
+    Response = Response<Full<Bytes>>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<Response<Full<Bytes>>, Infallible>> + Send,
+> + Clone
++ Send
++ 'static {
+    service_fn(move |request: Request<Full<Bytes>>| {
+        calls.fetch_add(1, Ordering::SeqCst);
+        let token = bearer(&request);
+        let status = if accept(token.trim_start_matches("Bearer ")) {
+            StatusCode::OK
+        } else {
+            StatusCode::UNAUTHORIZED
+        };
+        async move { Ok(respond(status, token)) }
+    })
+}
+
+async fn body_text(response: Response<Full<Bytes>>) -> String {
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+// 1. The header is attached, sensitive and exact.
+#[tokio::test]
+async fn attaches_an_exact_sensitive_bearer_header() {
+    let counter = Counter::new();
+    let layer = AuthLayer::new(counter.refresher(Duration::ZERO));
+    let (inner, mut server) = mock::pair::<Request<Full<Bytes>>, Response<Full<Bytes>>>();
+    let mut service = layer.layer(inner);
+
+    let call = tokio::spawn(service.ready().await.unwrap().call(get()));
+    let (request, reply) = server.next_request().await.unwrap();
+    let value = request.headers().get(AUTHORIZATION).unwrap();
+    assert_eq!(value, "Bearer token-1");
+    assert!(value.is_sensitive());
+    assert_eq!(request.headers().get_all(AUTHORIZATION).iter().count(), 1);
+    reply.send_response(respond(StatusCode::OK, String::new()));
+    assert_eq!(call.await.unwrap().unwrap().status(), StatusCode::OK);
+
+    // The second request is sent at once with the cached token.
+    let call = tokio::spawn(service.ready().await.unwrap().call(get()));
+    let (request, reply) = server.next_request().await.unwrap();
+    assert_eq!(request.headers()[AUTHORIZATION], "Bearer token-1");
+    reply.send_response(respond(StatusCode::OK, String::new()));
+    call.await.unwrap().unwrap();
+    assert_eq!(counter.calls(), 1);
+}
+
+#[tokio::test]
+async fn a_request_with_its_own_authorization_passes_untouched() {
+    let counter = Counter::new();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let service = AuthLayer::new(counter.refresher(Duration::ZERO))
+        .layer(api(|token| token == "mine", calls.clone()));
+
+    let mut request = get();
+    request
+        .headers_mut()
+        .insert(AUTHORIZATION, "Bearer theirs".parse().unwrap());
+    let response = service.oneshot(request).await.unwrap();
+    // Not our token: no login, no retry, the 401 comes back.
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(body_text(response).await, "Bearer theirs");
+    assert_eq!(counter.calls(), 0);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+// 2. Soft window: one background refresh, no request delayed. Hard window and expiry: requests
+// wait, then carry the new token.
+#[tokio::test(start_paused = true)]
+async fn soft_window_refreshes_in_the_background_and_hard_window_waits() {
+    let counter = Counter::new();
+    let refresh_takes = Duration::from_secs(1);
+    let layer = AuthLayer::new(counter.refresher(refresh_takes))
+        .refresh_before(Duration::from_secs(60))
+        .wait_before(Duration::from_secs(5));
+    let handle = layer.handle();
+    let service = layer.layer(api(|_| true, Arc::default()));
+
+    let timed = |service: &_| {
+        let service: tower_auth_refresh::AuthService<_> = Clone::clone(service);
+        async move {
+            let started = Instant::now();
+            let response = service.oneshot(get()).await.unwrap();
+            (started.elapsed(), body_text(response).await)
+        }
+    };
+
+    // No token yet: the first request waits for the login.
+    assert_eq!(
+        timed(&service).await,
+        (refresh_takes, "Bearer token-1".into())
+    );
+
+    // Fresh: no wait, no refresh.
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    assert_eq!(
+        timed(&service).await,
+        (Duration::ZERO, "Bearer token-1".into())
+    );
+    assert_eq!(counter.calls(), 1);
+
+    // Soft window (60 s before expiry): served at once with the old token while one refresh
+    // runs in the background.
+    tokio::time::sleep(Duration::from_secs(241)).await;
+    let token_1 = (Duration::ZERO, "Bearer token-1".to_owned());
+    assert_eq!(timed(&service).await, token_1);
+    tokio::task::yield_now().await;
+    assert_eq!(counter.calls(), 2, "the background refresh started");
+    // Requests during that refresh are not delayed either, and start no other refresh.
+    tokio::time::sleep(refresh_takes / 2).await;
+    for _ in 0..10 {
+        assert_eq!(timed(&service).await, token_1);
+    }
+    assert_eq!(counter.calls(), 2);
+    tokio::time::sleep(refresh_takes / 2 + Duration::from_millis(1)).await;
+    let token_2 = (Duration::ZERO, "Bearer token-2".to_owned());
+    assert_eq!(timed(&service).await, token_2);
+    assert_eq!(counter.calls(), 2);
+    assert_eq!(counter.reasons()[1], RefreshReason::Expiring);
+
+    // Hard window (5 s before expiry), reached with no request in the soft window: requests
+    // wait for the refresh, then carry the new token.
+    let token_2_expires = handle.state().unwrap().expires_at();
+    tokio::time::sleep_until(token_2_expires - Duration::from_secs(3)).await;
+    let (a, b) = tokio::join!(timed(&service), timed(&service));
+    assert_eq!(a, (refresh_takes, "Bearer token-3".into()));
+    assert_eq!(b, (refresh_takes, "Bearer token-3".into()));
+    assert_eq!(counter.calls(), 3);
+
+    // Expired: the same.
+    tokio::time::sleep(LIFETIME * 2).await;
+    assert_eq!(
+        timed(&service).await,
+        (refresh_takes, "Bearer token-4".into())
+    );
+    assert_eq!(counter.calls(), 4);
+    assert_eq!(
+        counter.reasons(),
+        [
+            RefreshReason::NoToken,
+            RefreshReason::Expiring,
+            RefreshReason::Expiring,
+            RefreshReason::Expired
+        ]
+    );
+}
+
+// 3a. However many first requests arrive at once, one login.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_first_requests_call_the_refresher_once() {
+    let counter = Counter::new();
+    let service = AuthLayer::new(counter.refresher(Duration::from_millis(20)))
+        .layer(api(|token| token == "token-1", Arc::default()));
+
+    let tasks: Vec<_> = (0..1000)
+        .map(|_| tokio::spawn(service.clone().oneshot(get())))
+        .collect();
+    for task in tasks {
+        let response = task.await.unwrap().unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(body_text(response).await, "Bearer token-1");
+    }
+    assert_eq!(counter.calls(), 1);
+}
+
+// 3b. However many requests are rejected with the same token, one refresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_rejections_of_one_token_cause_one_refresh() {
+    let counter = Counter::new();
+    let layer = AuthLayer::new(counter.refresher(Duration::from_millis(20)));
+    layer.handle().token().await.unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    // The server has revoked token-1.
+    let service = layer.layer(api(|token| token == "token-2", calls.clone()));
+
+    let tasks: Vec<_> = (0..1000)
+        .map(|_| tokio::spawn(service.clone().oneshot(get())))
+        .collect();
+    for task in tasks {
+        let response = task.await.unwrap().unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(body_text(response).await, "Bearer token-2");
+    }
+    assert_eq!(counter.calls(), 2, "the login and one refresh");
+    assert_eq!(counter.reasons()[1], RefreshReason::Rejected);
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2000,
+        "each request sent twice"
+    );
+}
+
+// 3c. A 401 for a token that was already replaced: retry with the newer one, no refresh.
+#[tokio::test]
+async fn a_rejection_of_a_replaced_token_retries_without_refreshing() {
+    let counter = Counter::new();
+    let layer = AuthLayer::new(counter.refresher(Duration::ZERO));
+    let handle = layer.handle();
+    let (inner, mut server) = mock::pair::<Request<Full<Bytes>>, Response<Full<Bytes>>>();
+    let mut service = layer.layer(inner);
+
+    let call = tokio::spawn(service.ready().await.unwrap().call(get()));
+    let (request, reply) = server.next_request().await.unwrap();
+    assert_eq!(request.headers()[AUTHORIZATION], "Bearer token-1");
+    // While that request is out, the token is replaced.
+    handle
+        .set_tokens(TokenSet::new("token-from-elsewhere").with_expires_in(LIFETIME))
+        .unwrap();
+    reply.send_response(respond(StatusCode::UNAUTHORIZED, String::new()));
+
+    let (retry, reply) = server.next_request().await.unwrap();
+    assert_eq!(
+        retry.headers()[AUTHORIZATION],
+        "Bearer token-from-elsewhere"
+    );
+    reply.send_response(respond(StatusCode::OK, String::new()));
+    assert_eq!(call.await.unwrap().unwrap().status(), StatusCode::OK);
+    assert_eq!(counter.calls(), 1, "the login only");
+}
+
+// 4. The caller that triggered the refresh goes away: the refresh goes on, the others get
+// its token.
+#[tokio::test]
+async fn a_dropped_caller_does_not_cancel_the_refresh() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let started = Arc::new(Notify::new());
+    let release = Arc::new(Notify::new());
+    let refresher = {
+        let (calls, started, release) = (calls.clone(), started.clone(), release.clone());
+        service_fn(move |_: RefreshRequest| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            let (started, release) = (started.clone(), release.clone());
+            async move {
+                started.notify_one();
+                release.notified().await;
+                Ok::<_, Infallible>(TokenSet::new("token-1").with_expires_in(LIFETIME))
+            }
+        })
+    };
+    let layer = AuthLayer::new(refresher);
+    let handle = layer.handle();
+    let service = layer.layer(api(|token| token == "token-1", Arc::default()));
+
+    let first = tokio::spawn(service.clone().oneshot(get()));
+    started.notified().await;
+    let others: Vec<_> = (0..10)
+        .map(|_| tokio::spawn(service.clone().oneshot(get())))
+        .collect();
+    first.abort();
+    assert!(first.await.unwrap_err().is_cancelled());
+    release.notify_one();
+
+    for other in others {
+        let response = other.await.unwrap().unwrap();
+        assert_eq!(body_text(response).await, "Bearer token-1");
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(handle.state().unwrap().generation(), 1);
+}
+
+// 5. A failed refresh reaches every waiter; the next request tries again.
+#[tokio::test(start_paused = true)]
+async fn a_refresh_error_reaches_every_waiter_and_does_not_stick() {
+    #[derive(Debug)]
+    struct Down;
+    impl std::fmt::Display for Down {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("identity provider down")
+        }
+    }
+    impl std::error::Error for Down {}
+
+    let calls = Arc::new(AtomicUsize::new(0));
+    let refresher = {
+        let calls = calls.clone();
+        service_fn(move |_: RefreshRequest| {
+            let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+            async move {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                if n == 1 {
+                    Err(Down)
+                } else {
+                    Ok(TokenSet::new("token-1").with_expires_in(LIFETIME))
+                }
+            }
+        })
+    };
+    let service = AuthLayer::new(refresher).layer(api(|_| true, Arc::default()));
+
+    let waiters: Vec<_> = (0..50)
+        .map(|_| tokio::spawn(service.clone().oneshot(get())))
+        .collect();
+    for waiter in waiters {
+        let error = waiter.await.unwrap().unwrap_err();
+        let error = error
+            .downcast_ref::<RefreshError>()
+            .expect("a RefreshError");
+        assert_eq!(error.kind(), RefreshErrorKind::Refresher);
+        let cause = error.refresher_error().unwrap();
+        assert!(cause.downcast_ref::<Down>().is_some());
+        assert_eq!(
+            std::error::Error::source(error).unwrap().to_string(),
+            "identity provider down"
+        );
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+    let response = service.oneshot(get()).await.unwrap();
+    assert_eq!(body_text(response).await, "Bearer token-1");
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+// A refresher that panics does not wedge the cache either.
+#[tokio::test]
+async fn a_panicking_refresher_gives_an_error_and_the_next_request_tries_again() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let refresher = {
+        let calls = calls.clone();
+        service_fn(move |_: RefreshRequest| {
+            let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+            async move {
+                assert!(n > 1, "refresher bug");
+                Ok::<_, Infallible>(TokenSet::new("token-1").with_expires_in(LIFETIME))
+            }
+        })
+    };
+    let service = AuthLayer::new(refresher).layer(api(|_| true, Arc::default()));
+    let error = service.clone().oneshot(get()).await.unwrap_err();
+    let error = error.downcast_ref::<RefreshError>().unwrap();
+    assert_eq!(error.kind(), RefreshErrorKind::Aborted);
+    let response = service.oneshot(get()).await.unwrap();
+    assert_eq!(body_text(response).await, "Bearer token-1");
+}
+
+// 6. A server that rejects everything: one retry, then its 401.
+#[tokio::test]
+async fn a_server_that_always_rejects_gets_exactly_one_retry() {
+    let counter = Counter::new();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let service =
+        AuthLayer::new(counter.refresher(Duration::ZERO)).layer(api(|_| false, calls.clone()));
+    let response = service.oneshot(get()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(body_text(response).await, "Bearer token-2");
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(counter.calls(), 2);
+}
+
+/// A streaming body that is not `Clone`: once read, it is gone.
+struct Chunks(Vec<Bytes>);
+
+impl http_body::Body for Chunks {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        let next = (!self.0.is_empty()).then(|| Ok(http_body::Frame::data(self.0.remove(0))));
+        std::task::Poll::Ready(next)
+    }
+}
+
+// 7. A streaming body cannot be replayed: the 401 comes back, the body was sent once, and the
+// token is still refreshed for the next request.
+#[tokio::test]
+async fn a_streaming_body_is_never_sent_twice() {
+    let counter = Counter::new();
+    let bodies = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let inner = {
+        let bodies = bodies.clone();
+        service_fn(move |request: Request<Chunks>| {
+            let bodies = bodies.clone();
+            async move {
+                let token = bearer(&request);
+                let body = request.into_body().collect().await.unwrap().to_bytes();
+                bodies.lock().unwrap().push(body);
+                let status = if token == "Bearer token-2" {
+                    StatusCode::OK
+                } else {
+                    StatusCode::UNAUTHORIZED
+                };
+                Ok::<_, Infallible>(respond(status, String::new()))
+            }
+        })
+    };
+    let layer = AuthLayer::new(counter.refresher(Duration::ZERO)).replay_policy(NoReplay);
+    let handle = layer.handle();
+    let service = layer.layer(inner);
+
+    let streaming = || {
+        Request::post("http://127.0.0.1/echo")
+            .body(Chunks(vec![
+                Bytes::from_static(b"chunk-1,"),
+                Bytes::from_static(b"chunk-2"),
+            ]))
+            .unwrap()
+    };
+    let response = service.clone().oneshot(streaming()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        *bodies.lock().unwrap(),
+        [Bytes::from_static(b"chunk-1,chunk-2")]
+    );
+
+    // The rejection still refreshed the token (in the background): the next request succeeds.
+    while handle.state().unwrap().generation() < 2 {
+        tokio::task::yield_now().await;
+    }
+    let response = service.oneshot(streaming()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(bodies.lock().unwrap().len(), 2);
+    assert_eq!(counter.calls(), 2);
+}
+
+#[tokio::test]
+async fn works_under_service_builder_and_as_a_box_clone_sync_service() {
+    use tower::util::BoxCloneSyncService;
+    let counter = Counter::new();
+    let stack = ServiceBuilder::new()
+        .layer(AuthLayer::new(counter.refresher(Duration::ZERO)))
+        .service(api(|_| true, Arc::default()));
+    let boxed: BoxCloneSyncService<Request<Full<Bytes>>, Response<Full<Bytes>>, BoxError> =
+        BoxCloneSyncService::new(stack);
+    let response = boxed.clone().oneshot(get()).await.unwrap();
+    assert_eq!(body_text(response).await, "Bearer token-1");
+}
+
+#[tokio::test]
+async fn inner_errors_pass_through_unchanged() {
+    #[derive(Debug, PartialEq)]
+    struct Refused;
+    impl std::fmt::Display for Refused {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("connection refused")
+        }
+    }
+    impl std::error::Error for Refused {}
+
+    let counter = Counter::new();
+    let inner =
+        service_fn(|_: Request<Full<Bytes>>| async { Err::<Response<Full<Bytes>>, _>(Refused) });
+    let error = AuthLayer::new(counter.refresher(Duration::ZERO))
+        .layer(inner)
+        .oneshot(get())
+        .await
+        .unwrap_err();
+    assert_eq!(error.downcast_ref::<Refused>(), Some(&Refused));
+    assert!(error.downcast_ref::<RefreshError>().is_none());
+}
+
+#[tokio::test]
+async fn an_access_token_that_is_not_a_header_value_is_a_typed_error() {
+    let refresher =
+        service_fn(|_: RefreshRequest| async { Ok::<_, Infallible>(TokenSet::new("bad\ntoken")) });
+    let error = AuthLayer::new(refresher)
+        .layer(api(|_| true, Arc::default()))
+        .oneshot(get())
+        .await
+        .unwrap_err();
+    let error = error.downcast_ref::<RefreshError>().unwrap();
+    assert_eq!(error.kind(), RefreshErrorKind::InvalidToken);
+    assert!(!format!("{error} {error:?}").contains("bad"));
+}
+
+#[test]
+fn services_are_send_sync_and_clone() {
+    fn assert_send_sync_clone<T: Send + Sync + Clone>(_: &T) {}
+    let counter = Counter::new();
+    let service =
+        AuthLayer::new(counter.refresher(Duration::ZERO)).layer(api(|_| true, Arc::default()));
+    assert_send_sync_clone(&service);
+}
