@@ -80,6 +80,9 @@
 mod auth;
 mod cache;
 mod handle;
+#[cfg(feature = "oauth2")]
+#[cfg_attr(docsrs, doc(cfg(feature = "oauth2")))]
+pub mod oauth2;
 mod refresh;
 pub mod replay;
 mod token;

@@ -1,0 +1,76 @@
+//! The OAuth2 refresher: log in and refresh at an OAuth2 / OpenID Connect token endpoint.
+//!
+//! [`OAuth2Refresher`] speaks the password, refresh_token and client_credentials grants as
+//! `application/x-www-form-urlencoded` forms, as Keycloak (and so MangaDex personal clients)
+//! expects. It runs over any tower HTTP client; [`OAuth2RefresherBuilder::build_http`] and
+//! (feature `rustls`) [`OAuth2RefresherBuilder::build_https`] make a hyper-util one.
+//!
+//! Eager login, to fail fast on bad credentials at start-up, is
+//! [`AuthHandle::token`](crate::AuthHandle::token); otherwise the first request logs in.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower_auth_refresh::AuthLayer;
+//! use tower_auth_refresh::oauth2::OAuth2Refresher;
+//!
+//! # fn main() -> Result<(), tower_auth_refresh::oauth2::Error> {
+//! // MangaDex personal client; `build_https` needs the `rustls` feature.
+//! let refresher = OAuth2Refresher::builder(
+//!     "http://127.0.0.1:8080/realms/mangadex/protocol/openid-connect/token",
+//!     "personal-client-…",
+//! )
+//! .client_secret("…")
+//! .password("username", "password")
+//! .build_http()?;
+//!
+//! // MangaDex access tokens live 15 minutes; `expires_in` says so on every answer.
+//! let layer = AuthLayer::new(refresher).default_lifetime(Duration::from_secs(900));
+//! # let _ = layer;
+//! # Ok(())
+//! # }
+//! ```
+
+mod config;
+mod error;
+mod form;
+mod refresher;
+mod response;
+
+use bytes::Bytes;
+use http_body_util::Full;
+
+pub use self::config::OAuth2RefresherBuilder;
+pub use self::error::{Error, ErrorKind};
+pub use self::refresher::OAuth2Refresher;
+
+/// The plain-HTTP hyper-util client of [`OAuth2RefresherBuilder::build_http`].
+pub type HttpClient = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    Full<Bytes>,
+>;
+
+/// The HTTPS hyper-util client of [`OAuth2RefresherBuilder::build_https`].
+#[cfg(feature = "rustls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
+pub type HttpsClient = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    Full<Bytes>,
+>;
+
+/// A hyper-util client that speaks HTTPS (rustls with ring and Mozilla's roots) and HTTP.
+#[cfg(feature = "rustls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
+pub fn https_client() -> Result<HttpsClient, Error> {
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
+        .map_err(|error| Error::new(ErrorKind::Config, "could not set up TLS").with_source(error))?
+        .https_or_http()
+        .enable_http1()
+        .build();
+    Ok(
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build(connector),
+    )
+}

@@ -1,0 +1,205 @@
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::header::{ACCEPT, CONTENT_TYPE};
+use http::{HeaderValue, Method, Request, Response};
+use http_body::Body;
+use http_body_util::Full;
+use tower::{Service, ServiceExt};
+use zeroize::Zeroizing;
+
+use super::config::{Config, OAuth2RefresherBuilder};
+use super::error::{Error, ErrorKind};
+use super::form;
+use super::response::{self, Grant};
+use crate::refresh::{BoxError, RefreshRequest};
+use crate::token::{RefreshToken, TokenSet};
+
+/// A refresher that speaks to an OAuth2 / OpenID Connect token endpoint.
+///
+/// It refreshes with the `refresh_token` grant while it has a refresh token that is not about
+/// to expire, and logs in (password or client credentials grant) when it has none, or when the
+/// server refuses the refresh token (`invalid_grant`: expired, revoked, session ended). A
+/// login the server refuses is [`ErrorKind::CredentialsRejected`]; transient failures (5xx,
+/// 429, connection errors) are [`ErrorKind::Transient`] and never cause a login.
+///
+/// A refresh answer without a refresh token keeps the old one; a new one always replaces it
+/// (Keycloak rotates them).
+///
+/// It is generic over the HTTP client `C`, any `Service<http::Request<Full<Bytes>>>`. See
+/// the [module example](super#example).
+pub struct OAuth2Refresher<C> {
+    client: C,
+    config: Arc<Config>,
+}
+
+impl OAuth2Refresher<()> {
+    /// Starts building a refresher for the token endpoint at `token_url`, as client
+    /// `client_id`.
+    pub fn builder(
+        token_url: impl Into<String>,
+        client_id: impl Into<String>,
+    ) -> OAuth2RefresherBuilder {
+        OAuth2RefresherBuilder::new(token_url.into(), client_id.into())
+    }
+}
+
+impl<C> OAuth2Refresher<C> {
+    pub(super) fn from_parts(client: C, config: Arc<Config>) -> Self {
+        Self { client, config }
+    }
+}
+
+impl<C, ResB> OAuth2Refresher<C>
+where
+    C: Service<Request<Full<Bytes>>, Response = Response<ResB>> + Clone,
+    C::Error: Into<BoxError>,
+    ResB: Body,
+    ResB::Error: Into<BoxError>,
+{
+    /// Logs in now with the configured grant, whatever tokens exist.
+    pub async fn login(&self) -> Result<TokenSet, Error> {
+        let (grant, form) = form::login(&self.config).ok_or_else(|| {
+            Error::new(
+                ErrorKind::NoCredentials,
+                "no login grant is configured (password or client credentials)",
+            )
+        })?;
+        tracing::debug!(grant = grant.as_str(), "logging in at the token endpoint");
+        self.exchange(grant, form).await
+    }
+
+    /// Exchanges `refresh_token` for new tokens. An answer without a refresh token keeps
+    /// `refresh_token`.
+    pub async fn refresh(&self, current: &TokenSet) -> Result<TokenSet, Error> {
+        let refresh_token = current.refresh_token().ok_or_else(|| {
+            Error::new(
+                ErrorKind::NoCredentials,
+                "there is no refresh token to refresh with",
+            )
+        })?;
+        tracing::debug!("refreshing at the token endpoint");
+        let form = form::refresh(&self.config, refresh_token);
+        let tokens = self.exchange(Grant::RefreshToken, form).await?;
+        Ok(keep_refresh_token(tokens, current, refresh_token))
+    }
+
+    /// The recovery chain: refresh, else log in; a refused refresh token leads to a login.
+    async fn renew(&self, request: RefreshRequest) -> Result<TokenSet, Error> {
+        let usable = request
+            .current()
+            .filter(|tokens| !tokens.refresh_token_expires_within(self.config.refresh_margin));
+        if let Some(current) = usable {
+            match self.refresh(current).await {
+                Err(error)
+                    if error.kind() == ErrorKind::RefreshTokenRejected
+                        && self.config.login.is_some() =>
+                {
+                    tracing::info!(error = %error, "refresh token refused; logging in again");
+                }
+                outcome => return outcome,
+            }
+        } else if request.refresh_token().is_some() && self.config.login.is_none() {
+            return Err(Error::new(
+                ErrorKind::RefreshTokenRejected,
+                "the refresh token has expired and no login grant is configured",
+            ));
+        }
+        self.login().await
+    }
+
+    async fn exchange(&self, grant: Grant, form: Zeroizing<String>) -> Result<TokenSet, Error> {
+        let mut request = Request::new(Full::new(Bytes::from(form.as_bytes().to_vec())));
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = self.config.token_url.clone();
+        let headers = request.headers_mut();
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/x-www-form-urlencoded"),
+        );
+        headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+
+        let response = self
+            .client
+            .clone()
+            .oneshot(request)
+            .await
+            .map_err(|error| {
+                Error::new(ErrorKind::Transient, "could not reach the token endpoint")
+                    .with_source(error)
+            })?;
+        let (parts, body) = response.into_parts();
+        let body = response::read_body(body, self.config.max_response)
+            .await
+            .map_err(|error| error.with_status(parts.status))?;
+        let outcome = response::interpret(grant, parts.status, &parts.headers, body.as_deref());
+        match &outcome {
+            Ok(_) => tracing::debug!(
+                grant = grant.as_str(),
+                status = parts.status.as_u16(),
+                "token endpoint answered"
+            ),
+            Err(error) => {
+                tracing::debug!(grant = grant.as_str(), status = parts.status.as_u16(), error = %error, "token endpoint refused")
+            }
+        }
+        outcome
+    }
+}
+
+/// A refresh answer without a refresh token keeps the one it was made with.
+fn keep_refresh_token(tokens: TokenSet, current: &TokenSet, used: &RefreshToken) -> TokenSet {
+    if tokens.refresh_token().is_some() {
+        return tokens;
+    }
+    let tokens = tokens.with_refresh_token(used.clone());
+    match (tokens.refresh_expires_at(), current.refresh_expires_at()) {
+        (None, Some(at)) => tokens.with_refresh_expires_at(at),
+        _ => tokens,
+    }
+}
+
+impl<C, ResB> Service<RefreshRequest> for OAuth2Refresher<C>
+where
+    C: Service<Request<Full<Bytes>>, Response = Response<ResB>> + Clone + Send + Sync + 'static,
+    C::Error: Into<BoxError>,
+    C::Future: Send,
+    ResB: Body + Send,
+    ResB::Data: Send,
+    ResB::Error: Into<BoxError>,
+{
+    type Response = TokenSet;
+    type Error = Error;
+    type Future = Pin<Box<dyn Future<Output = Result<TokenSet, Error>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // Each exchange drives its own clone of the client to readiness.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: RefreshRequest) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move { this.renew(request).await })
+    }
+}
+
+impl<C: Clone> Clone for OAuth2Refresher<C> {
+    fn clone(&self) -> Self {
+        Self {
+            client: self.client.clone(),
+            config: Arc::clone(&self.config),
+        }
+    }
+}
+
+impl<C> fmt::Debug for OAuth2Refresher<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OAuth2Refresher")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
