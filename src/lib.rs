@@ -85,6 +85,9 @@ mod handle;
 pub mod oauth2;
 mod refresh;
 pub mod replay;
+#[cfg(feature = "test-util")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
+pub mod test_util;
 mod token;
 
 pub use crate::auth::{AuthLayer, AuthService, ResponseFuture};

@@ -1,0 +1,316 @@
+//! The fake protected API.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use serde_json::json;
+
+use super::ids::Ids;
+use super::provider::{IdentityProvider, ProviderShared, Rejection};
+use super::server::{self, BodyError, ResponseBody, Shutdown};
+
+/// The `roles` that `GET /auth/check` reports.
+const ROLES: [&str; 5] = [
+    "ROLE_MEMBER",
+    "IS_JWT_AUTHENTICATED",
+    "IS_AUTHENTICATED_FULLY",
+    "IS_AUTHENTICATED_ANONYMOUSLY",
+    "IS_AUTHENTICATED_REMEMBERED",
+];
+
+/// What the API has seen: a snapshot from [`Api::stats`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ApiStats {
+    /// Every request, whatever the answer.
+    pub requests: u64,
+    /// Requests answered with a `2xx` status.
+    pub ok: u64,
+    /// Requests answered with `401 Unauthorized`.
+    pub unauthorized: u64,
+    /// The body of every request that `/echo` accepted, in order (a request refused with
+    /// `401` is not recorded).
+    pub echo_bodies: Vec<Bytes>,
+}
+
+/// A fake of the MangaDex API on `127.0.0.1`, protected by an [`IdentityProvider`]'s
+/// access tokens.
+///
+/// Every request needs `Authorization: Bearer <token>` with an access token that the
+/// provider issued, that has not expired or been revoked, and whose session has not
+/// ended (the API asks the provider's state directly, not over HTTP). Otherwise it
+/// answers `401` with `Content-Type: application/json` and a body like
+///
+/// ```json
+/// {"result":"error","errors":[{"id":"…","status":401,"title":"unauthorized_http_exception",
+///  "detail":"Token is invalid","context":null}]}
+/// ```
+///
+/// and, after [`set_www_authenticate(true)`](Self::set_www_authenticate), the header
+/// `WWW-Authenticate: Bearer error="invalid_token"` (just `Bearer` when the request had
+/// no token, as RFC 6750 §3.1 says). With a good token:
+///
+/// | request | answer |
+/// | --- | --- |
+/// | `GET /auth/check` | `{"result":"ok","isAuthenticated":true,"roles":[…]}` |
+/// | `GET /user/me` | `{"result":"ok","response":"entity","data":{"id":"…","type":"user","attributes":{"username":"…",…},…}}` |
+/// | any method on `/echo` | `200`, the request body back with the request's `Content-Type`; the body is recorded in [`ApiStats::echo_bodies`] |
+/// | anything else | `404` with an error body like the one above |
+///
+/// A request body over 64 KiB gets `413`. Clones share the same server and state; it
+/// runs until [`shutdown`](Self::shutdown) is called or the last clone is dropped.
+#[derive(Clone)]
+pub struct Api {
+    shared: Arc<ApiShared>,
+    shutdown: Arc<Shutdown>,
+    addr: SocketAddr,
+}
+
+impl fmt::Debug for Api {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Api")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Api {
+    /// Binds `127.0.0.1` on a free port and serves the API in a task of the current
+    /// Tokio runtime, accepting the access tokens of `provider`.
+    pub async fn start(provider: &IdentityProvider) -> io::Result<Api> {
+        let (listener, addr) = server::bind().await?;
+        let shared = Arc::new(ApiShared {
+            provider: Arc::clone(provider.shared()),
+            state: Mutex::new(ApiState {
+                stats: ApiStats::default(),
+                www_authenticate: false,
+                forced_unauthorized: 0,
+                ids: Ids::new(),
+            }),
+        });
+        let handler_shared = Arc::clone(&shared);
+        let shutdown = server::spawn(listener, move |request| {
+            Arc::clone(&handler_shared).handle(request)
+        });
+        tracing::debug!(%addr, "fake API listening");
+        Ok(Api {
+            shared,
+            shutdown: Arc::new(shutdown),
+            addr,
+        })
+    }
+
+    /// `http://127.0.0.1:PORT` followed by `path` (a `/` is put in between if `path`
+    /// does not start with one).
+    pub fn url(&self, path: &str) -> String {
+        if path.starts_with('/') {
+            format!("{}{path}", self.origin())
+        } else {
+            format!("{}/{path}", self.origin())
+        }
+    }
+
+    /// The address the API listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn origin(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A snapshot of the counters and recorded bodies.
+    pub fn stats(&self) -> ApiStats {
+        self.shared.lock().stats.clone()
+    }
+
+    /// Whether `401` answers carry a `WWW-Authenticate` header (default `false`).
+    pub fn set_www_authenticate(&self, on: bool) {
+        self.shared.lock().www_authenticate = on;
+    }
+
+    /// Answers the next `n` requests (in addition to any still pending) with `401`,
+    /// whatever their token.
+    pub fn push_unauthorized(&self, n: usize) {
+        let mut state = self.shared.lock();
+        state.forced_unauthorized = state.forced_unauthorized.saturating_add(n);
+    }
+
+    /// Stops the server: it closes its listener and every open connection.
+    pub fn shutdown(&self) {
+        self.shutdown.trigger();
+    }
+}
+
+struct ApiShared {
+    provider: Arc<ProviderShared>,
+    state: Mutex<ApiState>,
+}
+
+struct ApiState {
+    stats: ApiStats,
+    www_authenticate: bool,
+    forced_unauthorized: usize,
+    ids: Ids,
+}
+
+/// Why a request is refused with `401`.
+enum Denial {
+    Missing,
+    Rejected(Rejection),
+    Forced,
+}
+
+impl Denial {
+    fn detail(&self) -> &'static str {
+        match self {
+            Denial::Missing => "No token provided",
+            Denial::Rejected(Rejection::Unknown) | Denial::Forced => "Token is invalid",
+            Denial::Rejected(Rejection::Expired) => "Token has expired",
+            Denial::Rejected(Rejection::SessionEnded) => "Session is not active",
+        }
+    }
+}
+
+impl ApiShared {
+    fn lock(&self) -> MutexGuard<'_, ApiState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    async fn handle(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+    ) -> io::Result<Response<ResponseBody>> {
+        let (parts, body) = request.into_parts();
+        let body = server::read_body(&parts.headers, body).await;
+        let verdict = match bearer_token(&parts.headers) {
+            Some(token) => self.provider.authorize(token).map_err(Denial::Rejected),
+            None => Err(Denial::Missing),
+        };
+        let mut state = self.lock();
+        state.stats.requests += 1;
+        let body = match body {
+            Ok(body) => body,
+            Err(BodyError::TooLarge) => {
+                return Ok(state.error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large_http_exception",
+                    "Request body too large",
+                ));
+            }
+            Err(BodyError::Broken) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "incomplete request body",
+                ));
+            }
+        };
+        let verdict = if state.forced_unauthorized > 0 {
+            state.forced_unauthorized -= 1;
+            Err(Denial::Forced)
+        } else {
+            verdict
+        };
+        let owner = match verdict {
+            Ok(owner) => owner,
+            Err(denial) => {
+                state.stats.unauthorized += 1;
+                return Ok(state.unauthorized(&denial));
+            }
+        };
+        let path = parts.uri.path();
+        let response = match (&parts.method, path) {
+            (&Method::GET, "/auth/check") => server::json(
+                StatusCode::OK,
+                &json!({"result": "ok", "isAuthenticated": true, "roles": ROLES}),
+            ),
+            (&Method::GET, "/user/me") => server::json(
+                StatusCode::OK,
+                &json!({
+                    "result": "ok",
+                    "response": "entity",
+                    "data": {
+                        "id": owner.user_id,
+                        "type": "user",
+                        "attributes": {
+                            "username": owner.username,
+                            "roles": ["ROLE_MEMBER"],
+                            "version": 1,
+                        },
+                        "relationships": [],
+                    },
+                }),
+            ),
+            (_, "/echo") => {
+                state.stats.echo_bodies.push(body.clone());
+                let content_type = parts
+                    .headers
+                    .get(header::CONTENT_TYPE)
+                    .cloned()
+                    .unwrap_or_else(|| HeaderValue::from_static("application/octet-stream"));
+                server::response(StatusCode::OK, content_type, body)
+            }
+            (method, path) => state.error(
+                StatusCode::NOT_FOUND,
+                "not_found_http_exception",
+                &format!("No route found for \"{method} {path}\""),
+            ),
+        };
+        if response.status().is_success() {
+            state.stats.ok += 1;
+        }
+        Ok(response)
+    }
+}
+
+impl ApiState {
+    /// An error in the MangaDex format.
+    fn error(&mut self, status: StatusCode, title: &str, detail: &str) -> Response<ResponseBody> {
+        server::json(
+            status,
+            &json!({
+                "result": "error",
+                "errors": [{
+                    "id": self.ids.uuid(),
+                    "status": status.as_u16(),
+                    "title": title,
+                    "detail": detail,
+                    "context": null,
+                }],
+            }),
+        )
+    }
+
+    fn unauthorized(&mut self, denial: &Denial) -> Response<ResponseBody> {
+        let mut response = self.error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized_http_exception",
+            denial.detail(),
+        );
+        if self.www_authenticate {
+            let challenge = match denial {
+                Denial::Missing => HeaderValue::from_static("Bearer"),
+                _ => HeaderValue::from_static(r#"Bearer error="invalid_token""#),
+            };
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, challenge);
+        }
+        response
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header, if there is one.
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}

@@ -1,0 +1,113 @@
+//! A fake identity provider and a fake protected API on `127.0.0.1`, for testing
+//! OAuth2 clients without network access.
+//!
+//! [`IdentityProvider`] behaves like the Keycloak token endpoint that MangaDex uses for
+//! personal API clients (`POST /realms/mangadex/protocol/openid-connect/token`), and
+//! [`Api`] like `https://api.mangadex.org`: a second server, on its own port and so its
+//! own origin, that accepts only the access tokens the provider issued. Both run in
+//! tasks of the current Tokio runtime, need nothing but loopback networking, and stop
+//! when their last handle is dropped or `shutdown()` is called.
+//!
+//! # The token endpoint
+//!
+//! It takes `application/x-www-form-urlencoded` `POST`s with these grants (the client
+//! authenticates with `client_id` and `client_secret` in the form, or with HTTP Basic):
+//!
+//! | `grant_type` | other parameters | answer |
+//! | --- | --- | --- |
+//! | `password` | `username`, `password` | a new session: access and refresh token |
+//! | `refresh_token` | `refresh_token` | a new access token and, by default, a new refresh token |
+//! | `client_credentials` | none | a new session: access token only |
+//!
+//! A success is `200` with `Cache-Control: no-store` and a body like Keycloak's:
+//!
+//! ```json
+//! {"access_token":"eyJ…","expires_in":900,"refresh_expires_in":2592000,"refresh_token":"eyJ…",
+//!  "token_type":"Bearer","not-before-policy":0,"session_state":"5c3f…","scope":"groups email profile",
+//!  "client_type":"personal"}
+//! ```
+//!
+//! Tokens are JWT-shaped (`header.payload.signature`, base64url without padding); the
+//! payload has `exp` and `iat` (wall-clock Unix seconds), a unique `jti`, `sub`, `sid`
+//! (the session) and `typ` (`"Bearer"` or `"Refresh"`). The signature is random bytes:
+//! the provider recognises its tokens by looking them up, so an altered token is simply
+//! unknown.
+//!
+//! Errors follow RFC 6749 §5.2, `{"error":"…","error_description":"…"}`:
+//!
+//! | situation | status | `error` | `error_description` |
+//! | --- | --- | --- | --- |
+//! | not a form body, a missing or repeated parameter | 400 | `invalid_request` | says which |
+//! | unknown `grant_type` | 400 | `unsupported_grant_type` | `Unsupported grant_type` |
+//! | wrong client id or secret (checked before the user) | 401 | `unauthorized_client`, or `invalid_client` with [`ProviderConfig::legacy_invalid_client`] | `Invalid client or Invalid client credentials` / `Invalid client credentials` |
+//! | wrong username or password | 401 | `invalid_grant` | `Invalid user credentials` |
+//! | unknown or garbled refresh token | 400 | `invalid_grant` | `Invalid refresh token` |
+//! | expired refresh token | 400 | `invalid_grant` | `Token is not active` |
+//! | the token's session has ended | 400 | `invalid_grant` | `Session not active` |
+//! | a rotated-out refresh token used again (reuse detection on) | 400 | `invalid_grant` | `Maximum allowed refresh token reuse exceeded` |
+//!
+//! Reusing a rotated-out refresh token also ends its session, as Keycloak does: the
+//! session's access tokens stop working at the [`Api`] and its newest refresh token
+//! answers `Session not active`. Other answers: `405` for a method other than `POST`,
+//! `413` for a body over 64 KiB, `404` for any other path.
+//!
+//! # Breaking things on purpose
+//!
+//! [`IdentityProvider::push_fault`] and [`IdentityProvider::set_fault`] make the token
+//! endpoint misbehave ([`Fault`]: a canned status page, a delay, a hang, a dropped
+//! connection, a truncated body); [`IdentityProvider::revoke_sessions`],
+//! [`IdentityProvider::revoke_access_tokens`] and
+//! [`IdentityProvider::expire_refresh_tokens`] invalidate tokens on the server side; and
+//! [`Api::push_unauthorized`] makes the API refuse the next requests whatever their
+//! token. [`IdentityProvider::stats`] and [`Api::stats`] count what the servers saw.
+//!
+//! # Clocks
+//!
+//! Token lifetimes are measured with [`tokio::time::Instant`], so in a test with a
+//! paused clock (`#[tokio::test(start_paused = true)]` and `tokio::time::advance`)
+//! tokens expire when the test says so. Only the `exp` and `iat` claims inside the JWTs
+//! use the wall clock, as a client that reads them would expect; `expires_in` and
+//! `refresh_expires_in` are whole seconds, rounded down.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//!
+//! use tower_auth_refresh::test_util::{Api, Fault, IdentityProvider, ProviderConfig};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> std::io::Result<()> {
+//! let config = ProviderConfig::default().access_lifetime(Duration::from_secs(60));
+//! let idp = IdentityProvider::start(config).await?;
+//! let api = Api::start(&idp).await?;
+//!
+//! // Point the client under test at these.
+//! let token_url = idp.token_url();
+//! let me = api.url("/user/me");
+//! assert!(token_url.starts_with("http://127.0.0.1:"));
+//! assert!(me.ends_with("/user/me"));
+//! let (username, password) = (idp.config().username(), idp.config().password());
+//! # let _ = (username, password);
+//!
+//! // The first token request gets a 503 page, the next ones are handled normally.
+//! idp.push_fault(Fault::service_unavailable_html());
+//!
+//! // ... run the client, then check what the servers saw:
+//! assert_eq!(idp.stats().password_grants, 0);
+//! assert_eq!(api.stats().unauthorized, 0);
+//! # Ok(())
+//! # }
+//! ```
+
+mod api;
+mod fault;
+mod ids;
+mod provider;
+mod server;
+#[cfg(test)]
+mod tests;
+
+pub use self::api::{Api, ApiStats};
+pub use self::fault::Fault;
+pub use self::provider::{IdentityProvider, ProviderConfig, ProviderStats};
