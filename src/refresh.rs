@@ -113,6 +113,9 @@ pub enum RefreshErrorKind {
     Aborted,
     /// No tokio runtime was running to drive the refresh.
     NoRuntime,
+    /// The application cleared the tokens ([`AuthHandle::clear`](crate::AuthHandle::clear))
+    /// while the refresh ran; its result was discarded.
+    Superseded,
 }
 
 impl RefreshError {
@@ -156,6 +159,7 @@ impl fmt::Display for RefreshError {
             }
             RefreshErrorKind::Aborted => "the token refresh ended without an outcome",
             RefreshErrorKind::NoRuntime => "no tokio runtime is running to refresh the token",
+            RefreshErrorKind::Superseded => "the tokens were cleared while the refresh ran",
         })
     }
 }

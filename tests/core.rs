@@ -561,3 +561,93 @@ fn services_are_send_sync_and_clone() {
         AuthLayer::new(counter.refresher(Duration::ZERO)).layer(api(|_| true, Arc::default()));
     assert_send_sync_clone(&service);
 }
+
+// The wait for a token holds no capacity of the inner service: a refresher that shares the
+// API client through a `Buffer` of one slot is not starved by the request waiting for it.
+#[tokio::test]
+async fn a_waiting_request_holds_no_capacity_the_refresher_needs() {
+    use tower::buffer::Buffer;
+    let http = Buffer::new(
+        service_fn(|_: Request<Full<Bytes>>| async {
+            Ok::<_, Infallible>(respond(StatusCode::OK, String::new()))
+        }),
+        1,
+    );
+    let refresher = {
+        let http = http.clone();
+        service_fn(move |_: RefreshRequest| {
+            let http = http.clone();
+            async move {
+                let token_request = Request::post("http://127.0.0.1/token")
+                    .body(Full::default())
+                    .unwrap();
+                http.oneshot(token_request).await?;
+                Ok::<_, BoxError>(TokenSet::new("token-1").with_expires_in(LIFETIME))
+            }
+        })
+    };
+    let service = AuthLayer::new(refresher).layer(http);
+    let outcome = tokio::time::timeout(Duration::from_secs(5), service.oneshot(get())).await;
+    assert_eq!(
+        outcome.expect("no deadlock").unwrap().status(),
+        StatusCode::OK
+    );
+}
+
+// Logging out while a refresh runs: the refresh does not log the user back in; tokens set
+// by the application while a refresh runs are not replaced by it.
+#[tokio::test(start_paused = true)]
+async fn tokens_cleared_or_set_during_a_refresh_stand() {
+    let counter = Counter::new();
+    let layer = AuthLayer::new(counter.refresher(Duration::from_secs(1)));
+    let handle = layer.handle();
+
+    let refresh = tokio::spawn({
+        let handle = handle.clone();
+        async move { handle.refresh().await }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    handle.clear();
+    let error = refresh.await.unwrap().unwrap_err();
+    assert_eq!(error.kind(), RefreshErrorKind::Superseded);
+    assert!(handle.state().is_none(), "logged back in after clear()");
+
+    let refresh = tokio::spawn({
+        let handle = handle.clone();
+        async move { handle.refresh().await }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let set = handle
+        .set_tokens(TokenSet::new("from-the-app").with_expires_in(LIFETIME))
+        .unwrap();
+    assert_eq!(
+        refresh.await.unwrap().unwrap(),
+        set,
+        "the waiters get the app's tokens"
+    );
+    assert_eq!(handle.state().unwrap(), set);
+}
+
+// A token whose timer died with its runtime is still judged by the clock: an expired token
+// is refreshed before use, not sent.
+#[test]
+fn a_token_outliving_its_runtime_is_still_refreshed_on_time() {
+    let counter = Counter::new();
+    let layer = AuthLayer::new(counter.refresher(Duration::ZERO));
+    let handle = layer.handle();
+    let first = tokio::runtime::Runtime::new().unwrap();
+    first
+        .block_on(async {
+            handle.set_tokens(TokenSet::new("old").with_expires_in(Duration::from_millis(300)))
+        })
+        .unwrap();
+    drop(first);
+
+    let service = layer.layer(api(|token| token == "token-1", Arc::default()));
+    let body = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        body_text(service.oneshot(get()).await.unwrap()).await
+    });
+    assert_eq!(body, "Bearer token-1");
+    assert_eq!(counter.reasons(), [RefreshReason::Expired]);
+}

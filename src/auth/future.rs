@@ -46,9 +46,16 @@ pin_project! {
     where
         S: Service<Request<B>>,
     {
-        // No token fit to send: waiting for one, with a service already polled ready.
+        // No token fit to send: waiting for one. The service is a clone not yet polled
+        // ready, so the wait holds no capacity of the inner service (which the refresher
+        // may share, e.g. through a `Buffer`).
         Waiting {
             wait: Wait,
+            request: Option<Request<B>>,
+            service: Option<S>,
+        },
+        // The token is attached: waiting for the service to be ready.
+        Readying {
             request: Option<Request<B>>,
             service: Option<S>,
         },
@@ -141,7 +148,7 @@ where
                     service,
                 } => {
                     let entry = ready!(wait.as_mut().poll(cx))?;
-                    let (mut request, mut service) = request
+                    let (mut request, service) = request
                         .take()
                         .zip(service.take())
                         .expect("ResponseFuture polled after completion");
@@ -152,6 +159,20 @@ where
                     if this.replay.is_some() {
                         *this.retry_service = Some(service.clone());
                     }
+                    this.state.set(State::Readying {
+                        request: Some(request),
+                        service: Some(service),
+                    });
+                }
+                StateProj::Readying { request, service } => {
+                    let ready = service
+                        .as_mut()
+                        .expect("ResponseFuture polled after completion");
+                    ready!(ready.poll_ready(cx)).map_err(Into::into)?;
+                    let (request, mut service) = request
+                        .take()
+                        .zip(service.take())
+                        .expect("ResponseFuture polled after completion");
                     let future = service.call(request);
                     this.state.set(State::Sent { future });
                 }
@@ -217,6 +238,7 @@ where
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {
             State::Waiting { .. } => "waiting for a token",
+            State::Readying { .. } => "waiting for the service",
             State::Sent { .. } => "sent",
             State::Refreshing { .. } => "waiting for a newer token",
             State::Retrying { .. } => "retrying",

@@ -100,13 +100,14 @@ where
             }
             _ => {
                 drop(current);
-                // The ready service goes into the future, to be called once a token arrives;
-                // a clone takes its place here and will be polled ready before its own use.
-                let clone = self.inner.clone();
-                let ready = mem::replace(&mut self.inner, clone);
+                // Release what `poll_ready` reserved (a `Buffer` slot, a permit): the wait may
+                // be long, and the refresher may need that capacity. The future polls a clone
+                // ready once the token is there.
+                let unready = self.inner.clone();
+                drop(mem::replace(&mut self.inner, unready.clone()));
                 ResponseFuture::waiting(
                     request,
-                    ready,
+                    unready,
                     replay,
                     self.cache.clone(),
                     self.rejection.clone(),

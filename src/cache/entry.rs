@@ -71,10 +71,20 @@ impl Entry {
     }
 
     /// The phase as last set by the timer: one relaxed load, for the hot path. A late timer
-    /// only means a token is sent a little longer, and a 401 then refreshes it.
+    /// only means a token is sent a little longer, and a 401 then refreshes it. A timer that
+    /// ended early (its runtime shut down) no longer moves the phase: the clock decides.
     #[inline]
     pub(crate) fn phase(&self) -> Phase {
-        Phase::from_u8(self.phase.load(Ordering::Relaxed))
+        match Phase::from_u8(self.phase.load(Ordering::Relaxed)) {
+            phase @ (Phase::Fresh | Phase::Soft) if self.timer_ended() => {
+                phase.max(self.phase_at(Instant::now()))
+            }
+            phase => phase,
+        }
+    }
+
+    fn timer_ended(&self) -> bool {
+        self.timer.get().is_some_and(AbortHandle::is_finished)
     }
 
     /// The phase by the clock, arming the timer if none runs yet.

@@ -49,6 +49,9 @@ struct Shared {
     windows: Mutex<Windows>,
     generations: AtomicU64,
     flights: AtomicU64,
+    /// Bumped, under the flight lock, whenever the application sets or clears tokens: a
+    /// refresh that started before does not install its result over the application's.
+    epoch: AtomicU64,
 }
 
 #[derive(Clone)]
@@ -78,6 +81,7 @@ impl TokenCache {
                 windows: Mutex::new(Windows::default()),
                 generations: AtomicU64::new(0),
                 flights: AtomicU64::new(0),
+                epoch: AtomicU64::new(0),
             }),
         }
     }
@@ -103,7 +107,11 @@ impl TokenCache {
 
     /// Starts the background refresh of a token in its soft window, once per token.
     pub(crate) fn refresh_in_background(&self, entry: &Entry) {
-        if entry.background_refresh.swap(true, Ordering::AcqRel) {
+        // A load first: once started, every later request in the window stops here without
+        // writing to the shared cache line.
+        if entry.background_refresh.load(Ordering::Acquire)
+            || entry.background_refresh.swap(true, Ordering::AcqRel)
+        {
             return;
         }
         if Handle::try_current().is_err() {
@@ -154,13 +162,20 @@ impl TokenCache {
         self.wait(RefreshReason::Forced, None).await
     }
 
-    /// Installs a token set given by the application.
+    /// Installs a token set given by the application. A refresh running now will not
+    /// replace it.
     pub(crate) fn set(&self, tokens: TokenSet) -> Outcome {
-        self.shared.install(tokens)
+        let _flight = lock(&self.shared.flight);
+        let entry = self.shared.install(tokens)?;
+        self.shared.epoch.fetch_add(1, Ordering::Relaxed);
+        Ok(entry)
     }
 
-    /// Forgets the current token: the next request logs in.
+    /// Forgets the current token: the next request logs in. A refresh running now will not
+    /// install its result.
     pub(crate) fn clear(&self) {
+        let _flight = lock(&self.shared.flight);
+        self.shared.epoch.fetch_add(1, Ordering::Relaxed);
         self.shared.current.store(None);
     }
 
@@ -204,6 +219,7 @@ impl TokenCache {
         let task = FlightTask {
             shared: Arc::clone(&self.shared),
             id,
+            epoch: self.shared.epoch.load(Ordering::Relaxed),
             publish,
         };
         runtime.spawn(task.run(request));
@@ -232,6 +248,7 @@ impl Shared {
 struct FlightTask {
     shared: Arc<Shared>,
     id: u64,
+    epoch: u64,
     publish: watch::Sender<Option<Outcome>>,
 }
 
@@ -248,10 +265,7 @@ impl FlightTask {
             }
         };
         let elapsed_ms = millis(started.elapsed());
-        let outcome = match result {
-            Ok(tokens) => self.shared.install(tokens),
-            Err(error) => Err(RefreshError::refresher(error)),
-        };
+        let outcome = self.settle(result);
         match &outcome {
             Ok(entry) => tracing::debug!(
                 %reason,
@@ -269,6 +283,30 @@ impl FlightTask {
             }
         }
         self.publish.send_replace(Some(outcome));
+    }
+}
+
+impl FlightTask {
+    /// Installs the result and frees the flight slot in one step under the flight lock:
+    /// whoever sees the new token as current also sees no refresh running, so a 401 for that
+    /// token starts a refresh of its own instead of joining this finished one.
+    fn settle(&self, result: Result<TokenSet, BoxError>) -> Outcome {
+        let mut flight = lock(&self.shared.flight);
+        let outcome = match result {
+            Ok(_) if self.shared.epoch.load(Ordering::Relaxed) != self.epoch => {
+                // The application set or cleared tokens meanwhile: theirs stand.
+                self.shared
+                    .current
+                    .load_full()
+                    .ok_or_else(|| RefreshError::new(RefreshErrorKind::Superseded))
+            }
+            Ok(tokens) => self.shared.install(tokens),
+            Err(error) => Err(RefreshError::refresher(error)),
+        };
+        if flight.as_ref().is_some_and(|running| running.id == self.id) {
+            *flight = None;
+        }
+        outcome
     }
 }
 

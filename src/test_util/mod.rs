@@ -111,3 +111,14 @@ mod tests;
 pub use self::api::{Api, ApiStats};
 pub use self::fault::Fault;
 pub use self::provider::{IdentityProvider, ProviderConfig, ProviderStats};
+
+impl IdentityProvider {
+    /// A refresher builder already pointed at this provider, with its client credentials
+    /// and its user's password grant: add options, then `build_http()` or `build(client)`.
+    pub fn refresher_builder(&self) -> crate::oauth2::OAuth2RefresherBuilder {
+        let config = self.config();
+        crate::oauth2::OAuth2Refresher::builder(self.token_url(), config.client_id())
+            .client_secret(config.client_secret())
+            .password(config.username(), config.password())
+    }
+}
