@@ -94,3 +94,8 @@ pub use crate::auth::{AuthLayer, AuthService, ResponseFuture};
 pub use crate::handle::{AuthHandle, TokenState};
 pub use crate::refresh::{BoxError, RefreshError, RefreshErrorKind, RefreshReason, RefreshRequest};
 pub use crate::token::{AccessToken, RefreshToken, Secret, TokenSet};
+
+/// The README's examples, compiled as doc tests.
+#[cfg(all(doctest, feature = "rustls"))]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
