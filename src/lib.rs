@@ -93,7 +93,7 @@ mod token;
 pub use crate::auth::{AuthLayer, AuthService, ResponseFuture};
 pub use crate::handle::{AuthHandle, TokenState};
 pub use crate::refresh::{BoxError, RefreshError, RefreshErrorKind, RefreshReason, RefreshRequest};
-pub use crate::token::{AccessToken, RefreshToken, Secret, TokenSet};
+pub use crate::token::{AccessToken, RefreshToken, Secret, TokenSet, jwt_expiry};
 
 /// The README's examples, compiled as doc tests.
 #[cfg(all(doctest, feature = "rustls"))]

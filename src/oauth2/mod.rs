@@ -44,6 +44,7 @@ use http_body_util::Full;
 pub use self::config::OAuth2RefresherBuilder;
 pub use self::error::{Error, ErrorKind};
 pub use self::refresher::OAuth2Refresher;
+pub use self::response::parse_token_response;
 
 /// The plain-HTTP hyper-util client of [`OAuth2RefresherBuilder::build_http`].
 pub type HttpClient = hyper_util::client::legacy::Client<

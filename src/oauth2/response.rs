@@ -70,7 +70,7 @@ pub(super) fn interpret(
             )
             .with_status(status)
         })?;
-        return parse_tokens(body).map_err(|error| error.with_status(status));
+        return parse_token_response(body).map_err(|error| error.with_status(status));
     }
     Err(classify(grant, status, headers, body.unwrap_or_default()))
 }
@@ -106,7 +106,19 @@ fn invalid(message: &'static str) -> Error {
     Error::new(ErrorKind::InvalidResponse, message)
 }
 
-pub(super) fn parse_tokens(body: &[u8]) -> Result<TokenSet, Error> {
+/// Parses a successful token response body (RFC 6749 §5.1), strictly: the checks the
+/// refresher makes on every answer, for clients that talk to the token endpoint themselves.
+///
+/// ```
+/// use tower_auth_refresh::oauth2::{parse_token_response, ErrorKind};
+///
+/// let tokens = parse_token_response(br#"{"access_token":"abc","token_type":"Bearer","expires_in":900}"#)?;
+/// assert_eq!(tokens.access_token().secret(), "abc");
+/// let error = parse_token_response(br#"{"access_token":"abc","token_type":"mac"}"#).unwrap_err();
+/// assert_eq!(error.kind(), ErrorKind::InvalidResponse);
+/// # Ok::<(), tower_auth_refresh::oauth2::Error>(())
+/// ```
+pub fn parse_token_response(body: &[u8]) -> Result<TokenSet, Error> {
     let response: TokenResponse = serde_json::from_slice(body).map_err(|error| {
         invalid("the token response is not the expected JSON").with_source(error)
     })?;
@@ -240,7 +252,7 @@ mod tests {
         let body = br#"{"access_token":"eyJ.a.b","expires_in":900,"refresh_expires_in":2414162,
             "refresh_token":"eyJ.r.s","token_type":"Bearer","not-before-policy":0,
             "session_state":"x","scope":"groups email profile","client_type":"personal"}"#;
-        let tokens = parse_tokens(body).unwrap();
+        let tokens = parse_token_response(body).unwrap();
         assert_eq!(tokens.access_token().secret(), "eyJ.a.b");
         assert_eq!(tokens.refresh_token().unwrap().secret(), "eyJ.r.s");
         let left = tokens.expires_at().unwrap() - tokio::time::Instant::now();
@@ -251,13 +263,13 @@ mod tests {
     #[tokio::test]
     async fn lenient_where_servers_differ() {
         let tokens =
-            parse_tokens(br#"{"access_token":"t","token_type":"bearer","expires_in":"60"}"#)
+            parse_token_response(br#"{"access_token":"t","token_type":"bearer","expires_in":"60"}"#)
                 .unwrap();
         assert!(tokens.expires_at().is_some());
-        let no_type = parse_tokens(br#"{"access_token":"t"}"#).unwrap();
+        let no_type = parse_token_response(br#"{"access_token":"t"}"#).unwrap();
         assert_eq!(no_type.expires_at(), None);
         let offline =
-            parse_tokens(br#"{"access_token":"t","refresh_token":"r","refresh_expires_in":0}"#)
+            parse_token_response(br#"{"access_token":"t","refresh_token":"r","refresh_expires_in":0}"#)
                 .unwrap();
         assert_eq!(offline.refresh_expires_at(), None);
     }
@@ -281,7 +293,7 @@ mod tests {
             r#"{"access_token":"t","refresh_expires_in":-5}"#,
             r#"{"access_token":42}"#,
         ] {
-            let error = parse_tokens(body.as_bytes()).unwrap_err();
+            let error = parse_token_response(body.as_bytes()).unwrap_err();
             assert_eq!(error.kind(), ErrorKind::InvalidResponse, "{body}");
         }
         let too_large = interpret(Grant::Password, StatusCode::OK, &HeaderMap::new(), None);

@@ -19,7 +19,10 @@ const MAX_PAYLOAD: usize = 16 * 1024;
 
 /// The `exp` claim (seconds since the Unix epoch) of a compact JWS, or `None` when the token is
 /// not a JWT, its payload is not JSON, or `exp` is missing, negative or not a number.
-pub(crate) fn expiry_claim(token: &str) -> Option<SystemTime> {
+///
+/// The signature is not checked: a client is not the audience of its access token, and `exp`
+/// only tells it when to refresh.
+pub fn expiry_claim(token: &str) -> Option<SystemTime> {
     let mut parts = token.split('.');
     let (_header, payload, _signature) = (parts.next()?, parts.next()?, parts.next()?);
     if parts.next().is_some() || payload.len() > MAX_PAYLOAD {

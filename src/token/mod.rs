@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+pub use self::jwt::expiry_claim as jwt_expiry;
 pub use self::secret::{AccessToken, RefreshToken, Secret};
 
 /// Lifetimes beyond this are treated as this: it keeps `Instant` arithmetic from overflowing
