@@ -5,7 +5,9 @@ use std::fmt;
 use tokio::time::Instant;
 
 use crate::cache::{Entry, Outcome, TokenCache};
-use crate::refresh::RefreshError;
+use tower::Service;
+
+use crate::refresh::{BoxError, RefreshError, RefreshRequest};
 use crate::token::TokenSet;
 
 /// A handle on the token cache shared by an [`AuthLayer`](crate::AuthLayer) and every service
@@ -63,22 +65,38 @@ impl AuthHandle {
     }
 
     /// Refreshes now (or joins the refresh already running) and returns the new state.
+    ///
+    /// This tries even during a backoff or after a terminal failure: it is how an application
+    /// says "try again now".
     pub async fn refresh(&self) -> Result<TokenState, RefreshError> {
         state(self.cache.clone().force().await)
     }
 
-    /// Installs tokens obtained elsewhere (a saved session, another login flow).
+    /// Installs tokens obtained elsewhere (a saved session, another login flow), and ends any
+    /// backoff or terminal failure.
     ///
-    /// A refresh that is running when this is called still installs its own result when it
-    /// ends. Fails only if the access token cannot be sent in a header.
+    /// A refresh that is running when this is called does not replace them: its waiters get
+    /// these tokens. Fails only if the access token cannot be sent in a header.
     pub fn set_tokens(&self, tokens: TokenSet) -> Result<TokenState, RefreshError> {
         state(self.cache.set(tokens))
     }
 
-    /// Forgets the current token: the next request asks the refresher for one
-    /// ([`RefreshReason::NoToken`](crate::RefreshReason::NoToken)).
+    /// Forgets the current token and any failure: the next request asks the refresher for
+    /// one ([`RefreshReason::NoToken`](crate::RefreshReason::NoToken)). A refresh running now
+    /// does not install its result.
     pub fn clear(&self) {
         self.cache.clear();
+    }
+
+    /// Replaces the refresher, e.g. with one holding new credentials after the old ones were
+    /// rejected. Ends a terminal failure; the next refresh uses the new refresher.
+    pub async fn set_refresher<R>(&self, refresher: R)
+    where
+        R: Service<RefreshRequest, Response = TokenSet> + Send + 'static,
+        R::Error: Into<BoxError>,
+        R::Future: Send + 'static,
+    {
+        self.cache.set_refresher(refresher).await;
     }
 }
 

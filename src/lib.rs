@@ -92,7 +92,9 @@ mod token;
 
 pub use crate::auth::{AuthLayer, AuthService, ResponseFuture};
 pub use crate::handle::{AuthHandle, TokenState};
-pub use crate::refresh::{BoxError, RefreshError, RefreshErrorKind, RefreshReason, RefreshRequest};
+pub use crate::refresh::{
+    BoxError, RefreshError, RefreshErrorKind, RefreshReason, RefreshRequest, TerminalError,
+};
 pub use crate::token::{AccessToken, RefreshToken, Secret, TokenSet, jwt_expiry};
 
 /// The README's examples, compiled as doc tests.

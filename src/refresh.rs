@@ -113,6 +113,9 @@ pub enum RefreshErrorKind {
     Aborted,
     /// No tokio runtime was running to drive the refresh.
     NoRuntime,
+    /// The refresher did not answer within the refresh timeout
+    /// ([`AuthLayer::refresh_timeout`](crate::AuthLayer::refresh_timeout)).
+    Timeout,
     /// The application cleared the tokens ([`AuthHandle::clear`](crate::AuthHandle::clear))
     /// while the refresh ran; its result was discarded.
     Superseded,
@@ -159,6 +162,7 @@ impl fmt::Display for RefreshError {
             }
             RefreshErrorKind::Aborted => "the token refresh ended without an outcome",
             RefreshErrorKind::NoRuntime => "no tokio runtime is running to refresh the token",
+            RefreshErrorKind::Timeout => "the token refresher did not answer in time",
             RefreshErrorKind::Superseded => "the tokens were cleared while the refresh ran",
         })
     }
@@ -169,5 +173,40 @@ impl StdError for RefreshError {
         self.source
             .as_deref()
             .map(|error| error as &(dyn StdError + 'static))
+    }
+}
+
+/// A refresher error that retrying cannot cure, e.g. revoked credentials.
+///
+/// Return it (or any error whose boxed form is one) from a refresher of your own: the cache
+/// then stops calling the refresher, and every request fails at once with this error, until
+/// the application sets tokens, replaces the refresher or forces a refresh through the
+/// [`AuthHandle`](crate::AuthHandle). Other errors are taken as transient and retried after a
+/// backoff. The [`OAuth2Refresher`](crate::oauth2::OAuth2Refresher)'s refusals (rejected
+/// credentials, a refused refresh token with no login) are terminal too.
+#[derive(Debug)]
+pub struct TerminalError(BoxError);
+
+impl TerminalError {
+    /// Marks `error` as terminal.
+    pub fn new(error: impl Into<BoxError>) -> Self {
+        Self(error.into())
+    }
+
+    /// The error it marks.
+    pub fn into_inner(self) -> BoxError {
+        self.0
+    }
+}
+
+impl fmt::Display for TerminalError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl StdError for TerminalError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.0.source()
     }
 }

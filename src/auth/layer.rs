@@ -49,7 +49,7 @@ impl<P> AuthLayer<P> {
     /// starts one refresh in the background and every request keeps using the token until the
     /// new one arrives. Capped at half the token's lifetime.
     pub fn refresh_before(self, window: Duration) -> Self {
-        self.cache.configure(|windows| windows.soft = window);
+        self.cache.configure(|config| config.windows.soft = window);
         self
     }
 
@@ -57,7 +57,7 @@ impl<P> AuthLayer<P> {
     /// the refresh rather than send a token that may expire on the way. Capped at a tenth of
     /// the token's lifetime and at the soft window.
     pub fn wait_before(self, window: Duration) -> Self {
-        self.cache.configure(|windows| windows.hard = window);
+        self.cache.configure(|config| config.windows.hard = window);
         self
     }
 
@@ -65,7 +65,27 @@ impl<P> AuthLayer<P> {
     /// from its JWT `exp` claim (default 300 s).
     pub fn default_lifetime(self, lifetime: Duration) -> Self {
         self.cache
-            .configure(|windows| windows.default_lifetime = lifetime);
+            .configure(|config| config.windows.default_lifetime = lifetime);
+        self
+    }
+
+    /// How long one refresh may take (default 30 s). Past it, every waiter gets a
+    /// [`RefreshErrorKind::Timeout`](crate::RefreshErrorKind::Timeout) error and the refresh
+    /// is retried after a backoff: a hung token endpoint never hangs requests.
+    pub fn refresh_timeout(self, timeout: Duration) -> Self {
+        self.cache
+            .configure(|config| config.retry.timeout = timeout);
+        self
+    }
+
+    /// The backoff after transient refresh failures (default 1 s doubling up to 60 s, with
+    /// jitter; at least the server's `Retry-After`). Until it ends, requests that need a new
+    /// token fail at once with the last error, and a still-valid token keeps being served.
+    pub fn retry_backoff(self, min: Duration, max: Duration) -> Self {
+        self.cache.configure(|config| {
+            config.retry.backoff_min = min;
+            config.retry.backoff_max = max.max(min);
+        });
         self
     }
 
@@ -128,7 +148,7 @@ impl<S, P: Clone> Layer<S> for AuthLayer<P> {
 impl<P: fmt::Debug> fmt::Debug for AuthLayer<P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AuthLayer")
-            .field("windows", &self.cache.windows())
+            .field("config", &self.cache.config())
             .field("replay", &self.replay)
             .field("rejection", &self.rejection)
             .finish()

@@ -8,8 +8,13 @@
 //! A refresh ("flight") runs in a spawned task, detached from the request that started it, so
 //! dropping that request never cancels it and never loses a rotated refresh token. Its outcome
 //! is published on a `watch` channel that every waiter holds.
+//!
+//! A failed refresh is remembered ([`Failure`]): a terminal one stops further attempts until
+//! the application acts; a transient one makes requests fail fast (or keep a still-valid
+//! token) until its backoff ends.
 
 mod entry;
+mod failure;
 mod windows;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,6 +30,8 @@ use tower::util::BoxService;
 use tower::{Service, ServiceExt};
 
 pub(crate) use self::entry::{Entry, Phase};
+pub(crate) use self::failure::Retry;
+use self::failure::{Class, Failure};
 pub(crate) use self::windows::Windows;
 use crate::refresh::{BoxError, RefreshError, RefreshErrorKind, RefreshReason, RefreshRequest};
 use crate::token::TokenSet;
@@ -42,16 +49,30 @@ pub(crate) struct TokenCache {
 
 struct Shared {
     current: ArcSwapOption<Entry>,
-    flight: Mutex<Option<Flight>>,
+    slot: Mutex<Slot>,
     /// Only the flight task uses the refresher, and there is one flight at a time, so this
     /// lock is never contended; it makes any `Send` refresher shareable.
     refresher: tokio::sync::Mutex<Refresher>,
-    windows: Mutex<Windows>,
+    config: Mutex<Config>,
     generations: AtomicU64,
     flights: AtomicU64,
     /// Bumped, under the flight lock, whenever the application sets or clears tokens: a
     /// refresh that started before does not install its result over the application's.
     epoch: AtomicU64,
+}
+
+/// The settings a layer's builder methods change.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Config {
+    pub(crate) windows: Windows,
+    pub(crate) retry: Retry,
+}
+
+/// The running refresh and the last failure: changed together, under one lock.
+#[derive(Default)]
+struct Slot {
+    running: Option<Flight>,
+    failure: Option<Failure>,
 }
 
 #[derive(Clone)]
@@ -76,9 +97,9 @@ impl TokenCache {
         Self {
             shared: Arc::new(Shared {
                 current: ArcSwapOption::empty(),
-                flight: Mutex::new(None),
-                refresher: tokio::sync::Mutex::new(BoxService::new(refresher.map_err(Into::into))),
-                windows: Mutex::new(Windows::default()),
+                slot: Mutex::default(),
+                refresher: tokio::sync::Mutex::new(boxed(refresher)),
+                config: Mutex::default(),
                 generations: AtomicU64::new(0),
                 flights: AtomicU64::new(0),
                 epoch: AtomicU64::new(0),
@@ -86,13 +107,25 @@ impl TokenCache {
         }
     }
 
-    /// Changes the windows; tokens installed from now on follow them.
-    pub(crate) fn configure(&self, change: impl FnOnce(&mut Windows)) {
-        change(&mut lock(&self.shared.windows));
+    /// Changes the settings; tokens installed and refreshes started from now on follow them.
+    pub(crate) fn configure(&self, change: impl FnOnce(&mut Config)) {
+        change(&mut lock(&self.shared.config));
     }
 
-    pub(crate) fn windows(&self) -> Windows {
-        *lock(&self.shared.windows)
+    pub(crate) fn config(&self) -> Config {
+        *lock(&self.shared.config)
+    }
+
+    /// Replaces the refresher (new credentials): the next refresh uses it, and a terminal
+    /// failure of the old one no longer stands.
+    pub(crate) async fn set_refresher<R>(&self, refresher: R)
+    where
+        R: Service<RefreshRequest, Response = TokenSet> + Send + 'static,
+        R::Error: Into<BoxError>,
+        R::Future: Send + 'static,
+    {
+        *self.shared.refresher.lock().await = boxed(refresher);
+        lock(&self.shared.slot).failure = None;
     }
 
     /// The current token: the hot path.
@@ -165,18 +198,20 @@ impl TokenCache {
     /// Installs a token set given by the application. A refresh running now will not
     /// replace it.
     pub(crate) fn set(&self, tokens: TokenSet) -> Outcome {
-        let _flight = lock(&self.shared.flight);
+        let mut slot = lock(&self.shared.slot);
         let entry = self.shared.install(tokens)?;
         self.shared.epoch.fetch_add(1, Ordering::Relaxed);
+        slot.failure = None;
         Ok(entry)
     }
 
     /// Forgets the current token: the next request logs in. A refresh running now will not
     /// install its result.
     pub(crate) fn clear(&self) {
-        let _flight = lock(&self.shared.flight);
+        let mut slot = lock(&self.shared.slot);
         self.shared.epoch.fetch_add(1, Ordering::Relaxed);
         self.shared.current.store(None);
+        slot.failure = None;
     }
 
     async fn wait(&self, reason: RefreshReason, seen: Option<u64>) -> Outcome {
@@ -193,8 +228,8 @@ impl TokenCache {
     /// refresh. `seen` is the generation the caller found wanting (`None`: it found no token,
     /// or wants a refresh whatever the current token is).
     fn join(&self, reason: RefreshReason, seen: Option<u64>) -> Result<Join, RefreshError> {
-        let mut flight = lock(&self.shared.flight);
-        if let Some(running) = &*flight {
+        let mut slot = lock(&self.shared.slot);
+        if let Some(running) = &slot.running {
             return Ok(Join::Wait(running.outcome.clone()));
         }
         let current = self.current_full();
@@ -205,16 +240,21 @@ impl TokenCache {
                     return Ok(Join::Ready(Arc::clone(entry)));
                 }
             }
+            // After a failure: no new attempt before its backoff ends (never, if terminal);
+            // the application's forced refresh is the exception.
+            if let Some(error) = slot.failure.as_ref().and_then(|f| f.blocks(Instant::now())) {
+                return Err(error.clone());
+            }
         }
         let runtime =
             Handle::try_current().map_err(|_| RefreshError::new(RefreshErrorKind::NoRuntime))?;
         let id = self.shared.flights.fetch_add(1, Ordering::Relaxed);
         let (publish, outcome) = watch::channel(None);
-        *flight = Some(Flight {
+        slot.running = Some(Flight {
             id,
             outcome: outcome.clone(),
         });
-        drop(flight);
+        drop(slot);
         let request = RefreshRequest::new(reason, current.map(|entry| entry.tokens.clone()));
         let task = FlightTask {
             shared: Arc::clone(&self.shared),
@@ -233,7 +273,7 @@ impl Shared {
             HeaderValue::try_from(format!("Bearer {}", tokens.access_token().secret()))
                 .map_err(|_| RefreshError::new(RefreshErrorKind::InvalidToken))?;
         header.set_sensitive(true);
-        let windows = *lock(&self.windows);
+        let windows = lock(&self.config).windows;
         let expires_at = tokens.expiry_or(windows.default_lifetime);
         let schedule = windows.schedule(Instant::now(), expires_at);
         let generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
@@ -256,16 +296,25 @@ impl FlightTask {
     async fn run(self, request: RefreshRequest) {
         let reason = request.reason();
         let started = Instant::now();
+        let retry = lock(&self.shared.config).retry;
         tracing::debug!(%reason, "token refresh started");
-        let result = {
+        let call = async {
             let mut refresher = self.shared.refresher.lock().await;
             match refresher.ready().await {
                 Ok(refresher) => refresher.call(request).await,
                 Err(error) => Err(error),
             }
         };
+        let result = match tokio::time::timeout(retry.timeout, call).await {
+            Ok(Ok(tokens)) => Ok(tokens),
+            Ok(Err(error)) => {
+                let class = failure::classify(&error);
+                Err((RefreshError::refresher(error), class))
+            }
+            Err(_elapsed) => Err(failure::timed_out()),
+        };
         let elapsed_ms = millis(started.elapsed());
-        let outcome = self.settle(result);
+        let outcome = self.settle(result, &retry);
         match &outcome {
             Ok(entry) => tracing::debug!(
                 %reason,
@@ -275,48 +324,87 @@ impl FlightTask {
                 "token refresh succeeded"
             ),
             Err(error) => {
-                // Let a request in the soft window try again.
-                if let Some(current) = self.shared.current.load_full() {
-                    current.background_refresh.store(false, Ordering::Release);
-                }
                 tracing::warn!(%reason, elapsed_ms, error = %ErrorChain(error), "token refresh failed");
             }
         }
         self.publish.send_replace(Some(outcome));
     }
-}
 
-impl FlightTask {
-    /// Installs the result and frees the flight slot in one step under the flight lock:
-    /// whoever sees the new token as current also sees no refresh running, so a 401 for that
-    /// token starts a refresh of its own instead of joining this finished one.
-    fn settle(&self, result: Result<TokenSet, BoxError>) -> Outcome {
-        let mut flight = lock(&self.shared.flight);
-        let outcome = match result {
-            Ok(_) if self.shared.epoch.load(Ordering::Relaxed) != self.epoch => {
-                // The application set or cleared tokens meanwhile: theirs stand.
-                self.shared
-                    .current
-                    .load_full()
-                    .ok_or_else(|| RefreshError::new(RefreshErrorKind::Superseded))
-            }
-            Ok(tokens) => self.shared.install(tokens),
-            Err(error) => Err(RefreshError::refresher(error)),
-        };
-        if flight.as_ref().is_some_and(|running| running.id == self.id) {
-            *flight = None;
+    /// Installs the result (or records the failure) and frees the flight slot in one step
+    /// under the slot lock: whoever sees the new token as current also sees no refresh
+    /// running, so a 401 for that token starts a refresh of its own instead of joining this
+    /// finished one.
+    fn settle(&self, result: Result<TokenSet, (RefreshError, Class)>, retry: &Retry) -> Outcome {
+        let mut slot = lock(&self.shared.slot);
+        if slot
+            .running
+            .as_ref()
+            .is_some_and(|running| running.id == self.id)
+        {
+            slot.running = None;
         }
-        outcome
+        let superseded = self.shared.epoch.load(Ordering::Relaxed) != self.epoch;
+        match result {
+            // The application set or cleared tokens meanwhile: theirs stand.
+            Ok(_) if superseded => self
+                .shared
+                .current
+                .load_full()
+                .ok_or_else(|| RefreshError::new(RefreshErrorKind::Superseded)),
+            Ok(tokens) => {
+                let outcome = self.shared.install(tokens);
+                if outcome.is_ok() {
+                    slot.failure = None;
+                }
+                outcome
+            }
+            Err((error, class)) => {
+                let failure = Failure::after(slot.failure.as_ref(), error.clone(), class, retry);
+                self.allow_background_refresh_at(failure.retry_at);
+                if !superseded {
+                    slot.failure = Some(failure);
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// A soft-window token whose background refresh failed gets another one once the backoff
+    /// ends (never, after a terminal failure).
+    fn allow_background_refresh_at(&self, at: Option<Instant>) {
+        let (Some(at), Some(current)) = (at, self.shared.current.load_full()) else {
+            return;
+        };
+        let current = Arc::downgrade(&current);
+        tokio::spawn(async move {
+            tokio::time::sleep_until(at).await;
+            if let Some(current) = current.upgrade() {
+                current.background_refresh.store(false, Ordering::Release);
+            }
+        });
     }
 }
 
 impl Drop for FlightTask {
     fn drop(&mut self) {
-        let mut flight = lock(&self.shared.flight);
-        if flight.as_ref().is_some_and(|running| running.id == self.id) {
-            *flight = None;
+        let mut slot = lock(&self.shared.slot);
+        if slot
+            .running
+            .as_ref()
+            .is_some_and(|running| running.id == self.id)
+        {
+            slot.running = None;
         }
     }
+}
+
+fn boxed<R>(refresher: R) -> Refresher
+where
+    R: Service<RefreshRequest, Response = TokenSet> + Send + 'static,
+    R::Error: Into<BoxError>,
+    R::Future: Send + 'static,
+{
+    BoxService::new(refresher.map_err(Into::into))
 }
 
 /// Displays an error with its causes, `a: b: c`.

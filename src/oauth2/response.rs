@@ -262,15 +262,17 @@ mod tests {
 
     #[tokio::test]
     async fn lenient_where_servers_differ() {
-        let tokens =
-            parse_token_response(br#"{"access_token":"t","token_type":"bearer","expires_in":"60"}"#)
-                .unwrap();
+        let tokens = parse_token_response(
+            br#"{"access_token":"t","token_type":"bearer","expires_in":"60"}"#,
+        )
+        .unwrap();
         assert!(tokens.expires_at().is_some());
         let no_type = parse_token_response(br#"{"access_token":"t"}"#).unwrap();
         assert_eq!(no_type.expires_at(), None);
-        let offline =
-            parse_token_response(br#"{"access_token":"t","refresh_token":"r","refresh_expires_in":0}"#)
-                .unwrap();
+        let offline = parse_token_response(
+            br#"{"access_token":"t","refresh_token":"r","refresh_expires_in":0}"#,
+        )
+        .unwrap();
         assert_eq!(offline.refresh_expires_at(), None);
     }
 
