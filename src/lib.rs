@@ -90,7 +90,7 @@ pub mod replay;
 pub mod test_util;
 mod token;
 
-pub use crate::auth::{AuthLayer, AuthService, ResponseFuture};
+pub use crate::auth::{AuthLayer, AuthService, InvalidOrigin, Origin, ResponseFuture};
 pub use crate::handle::{AuthHandle, TokenState};
 pub use crate::refresh::{
     BoxError, RefreshError, RefreshErrorKind, RefreshReason, RefreshRequest, TerminalError,

@@ -6,6 +6,7 @@ use http::{HeaderMap, StatusCode};
 use tower::Service;
 use tower_layer::Layer;
 
+use super::origin::{Origin, Origins};
 use super::service::AuthService;
 use crate::cache::TokenCache;
 use crate::handle::AuthHandle;
@@ -21,6 +22,7 @@ pub struct AuthLayer<P = CloneBody> {
     pub(super) cache: TokenCache,
     pub(super) replay: P,
     pub(super) rejection: Rejection,
+    pub(super) origins: Origins,
 }
 
 impl AuthLayer {
@@ -40,6 +42,7 @@ impl AuthLayer {
             cache: TokenCache::new(refresher),
             replay: CloneBody,
             rejection: Rejection::default(),
+            origins: Origins::default(),
         }
     }
 }
@@ -123,7 +126,28 @@ impl<P> AuthLayer<P> {
             cache: self.cache,
             replay: policy,
             rejection: self.rejection,
+            origins: self.origins,
         }
+    }
+
+    /// Sends the token only to `origin` (and to the other origins allowed this way). By
+    /// default the token goes to every origin the inner service is asked to reach.
+    ///
+    /// A request to any other origin, or with a relative URI, goes out without the token, and
+    /// its 401 is returned as it is, without a refresh.
+    ///
+    /// ```
+    /// # use std::convert::Infallible;
+    /// # use tower::service_fn;
+    /// # use tower_auth_refresh::{AuthLayer, RefreshRequest, TokenSet};
+    /// # let refresher = service_fn(|_: RefreshRequest| async { Ok::<_, Infallible>(TokenSet::new("t")) });
+    /// use tower_auth_refresh::Origin;
+    ///
+    /// let layer = AuthLayer::new(refresher).allow_origin(Origin::from_static("https://api.mangadex.org"));
+    /// ```
+    pub fn allow_origin(mut self, origin: Origin) -> Self {
+        self.origins = self.origins.with(origin);
+        self
     }
 
     /// A handle on the token cache this layer's services share.
@@ -141,6 +165,7 @@ impl<S, P: Clone> Layer<S> for AuthLayer<P> {
             self.cache.clone(),
             self.replay.clone(),
             self.rejection.clone(),
+            self.origins.clone(),
         )
     }
 }
@@ -151,6 +176,7 @@ impl<P: fmt::Debug> fmt::Debug for AuthLayer<P> {
             .field("config", &self.cache.config())
             .field("replay", &self.replay)
             .field("rejection", &self.rejection)
+            .field("origins", &self.origins)
             .finish()
     }
 }

@@ -8,6 +8,7 @@ use tower::Service;
 
 use super::future::ResponseFuture;
 use super::layer::Rejection;
+use super::origin::Origins;
 use crate::cache::{Phase, TokenCache};
 use crate::refresh::BoxError;
 use crate::replay::{CloneBody, ReplayPolicy};
@@ -15,7 +16,8 @@ use crate::replay::{CloneBody, ReplayPolicy};
 /// Attaches the access token to every request, refreshes it when needed, and retries a
 /// request the server rejected. Made by [`AuthLayer`](crate::AuthLayer).
 ///
-/// - A request that already has an `Authorization` header is sent as it is, never retried.
+/// - A request that already has an `Authorization` header, or that goes to an origin the layer
+///   does not allow, is sent as it is, never retried.
 /// - A rejected request (401 by default) whose token is still the current one starts one
 ///   refresh; if a newer token exists already, it is used at once. The request is retried
 ///   once with the new token if the [`ReplayPolicy`] can copy it; the second response is
@@ -31,15 +33,23 @@ pub struct AuthService<S, P = CloneBody> {
     cache: TokenCache,
     replay: P,
     rejection: Rejection,
+    origins: Origins,
 }
 
 impl<S, P> AuthService<S, P> {
-    pub(super) fn from_parts(inner: S, cache: TokenCache, replay: P, rejection: Rejection) -> Self {
+    pub(super) fn from_parts(
+        inner: S,
+        cache: TokenCache,
+        replay: P,
+        rejection: Rejection,
+        origins: Origins,
+    ) -> Self {
         Self {
             inner,
             cache,
             replay,
             rejection,
+            origins,
         }
     }
 
@@ -74,7 +84,7 @@ where
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        if request.headers().contains_key(AUTHORIZATION) {
+        if request.headers().contains_key(AUTHORIZATION) || !self.origins.allow(request.uri()) {
             return ResponseFuture::passthrough(self.inner.call(request));
         }
         let replay = self.replay.clone_request(&request);

@@ -34,6 +34,8 @@ pub struct ApiStats {
     pub ok: u64,
     /// Requests answered with `401 Unauthorized`.
     pub unauthorized: u64,
+    /// Requests that came without an `Authorization` header.
+    pub missing_token: u64,
     /// The body of every request that `/echo` accepted, in order (a request refused with
     /// `401` is not recorded).
     pub echo_bodies: Vec<Bytes>,
@@ -61,6 +63,8 @@ pub struct ApiStats {
 /// | `GET /auth/check` | `{"result":"ok","isAuthenticated":true,"roles":[…]}` |
 /// | `GET /user/me` | `{"result":"ok","response":"entity","data":{"id":"…","type":"user","attributes":{"username":"…",…},…}}` |
 /// | any method on `/echo` | `200`, the request body back with the request's `Content-Type`; the body is recorded in [`ApiStats::echo_bodies`] |
+/// | `GET /redirect?to=<url>` | `302 Found` with `Location: <url>` |
+/// | `GET /forbidden` | `403` with an error body like the one above |
 /// | anything else | `404` with an error body like the one above |
 ///
 /// A request body over 64 KiB gets `413`. Clones share the same server and state; it
@@ -190,12 +194,16 @@ impl ApiShared {
     ) -> io::Result<Response<ResponseBody>> {
         let (parts, body) = request.into_parts();
         let body = server::read_body(&parts.headers, body).await;
+        let had_token = parts.headers.contains_key(header::AUTHORIZATION);
         let verdict = match bearer_token(&parts.headers) {
             Some(token) => self.provider.authorize(token).map_err(Denial::Rejected),
             None => Err(Denial::Missing),
         };
         let mut state = self.lock();
         state.stats.requests += 1;
+        if !had_token {
+            state.stats.missing_token += 1;
+        }
         let body = match body {
             Ok(body) => body,
             Err(BodyError::TooLarge) => {
@@ -247,6 +255,38 @@ impl ApiShared {
                         "relationships": [],
                     },
                 }),
+            ),
+            (&Method::GET, "/redirect") => {
+                // `/redirect?to=<url>`: a 302 to anywhere, for redirect tests.
+                let to = parts
+                    .uri
+                    .query()
+                    .and_then(|query| {
+                        serde_urlencoded::from_str::<Vec<(String, String)>>(query).ok()
+                    })
+                    .and_then(|pairs| pairs.into_iter().find(|(key, _)| key == "to"))
+                    .and_then(|(_, to)| HeaderValue::from_str(&to).ok());
+                match to {
+                    Some(to) => {
+                        let mut response = server::response(
+                            StatusCode::FOUND,
+                            HeaderValue::from_static("text/plain"),
+                            Bytes::new(),
+                        );
+                        response.headers_mut().insert(header::LOCATION, to);
+                        response
+                    }
+                    None => state.error(
+                        StatusCode::BAD_REQUEST,
+                        "bad_request_http_exception",
+                        "Missing or invalid `to`",
+                    ),
+                }
+            }
+            (&Method::GET, "/forbidden") => state.error(
+                StatusCode::FORBIDDEN,
+                "forbidden_http_exception",
+                "You are not allowed to do this",
             ),
             (_, "/echo") => {
                 state.stats.echo_bodies.push(body.clone());
