@@ -18,6 +18,7 @@ use tower_auth_refresh::{AuthLayer, AuthService, RefreshError, RefreshErrorKind}
 struct Rig {
     idp: IdentityProvider,
     api: Api,
+    layer: AuthLayer,
     service: AuthService<HttpClient>,
 }
 
@@ -29,12 +30,17 @@ async fn rig(config: ProviderConfig, layer: impl FnOnce(AuthLayer) -> AuthLayer)
     ));
     Rig {
         service: layer.layer(Client::builder(TokioExecutor::new()).build_http()),
+        layer,
         idp,
         api,
     }
 }
 
 impl Rig {
+    fn handle(&self) -> tower_auth_refresh::AuthHandle {
+        self.layer.handle()
+    }
+
     async fn get(&self) -> Result<StatusCode, BoxError> {
         let request = Request::get(self.api.url("/user/me")).body(Full::<Bytes>::default())?;
         let response = self.service.clone().oneshot(request).await?;
@@ -246,4 +252,139 @@ where
         outputs.push(task.await.unwrap());
     }
     outputs
+}
+
+// Answers of the token endpoint that cannot be used: each a typed error, never a panic, and
+// the session survives them.
+#[tokio::test]
+async fn unusable_token_responses_are_typed_errors() {
+    let rig = rig(ProviderConfig::default(), |layer| layer).await;
+    assert_eq!(rig.get().await.unwrap(), StatusCode::OK);
+    let huge = format!(r#"{{"access_token":"{}"}}"#, "a".repeat(1024 * 1024));
+    let bodies = [
+        r#"{"access_token":"abc""#,
+        "<html>not json</html>",
+        &huge,
+        r#"{"token_type":"Bearer","expires_in":900}"#,
+        "{\"access_token\":\"abc\\ndef\",\"token_type\":\"Bearer\"}",
+        "{\"access_token\":\"abc\\u0007\",\"token_type\":\"Bearer\"}",
+        r#"{"access_token":"abc","expires_in":-1}"#,
+        r#"{"access_token":"abc","expires_in":0}"#,
+        r#"{"access_token":"abc","expires_in":1000000000000}"#,
+        r#"{"access_token":"abc","token_type":"mac"}"#,
+    ];
+    for body in bodies {
+        rig.idp.push_fault(Fault::json(StatusCode::OK, body));
+        let error = rig.handle().refresh().await.unwrap_err();
+        let shown: String = body.chars().take(50).collect();
+        assert_eq!(
+            oauth2_kind(&error),
+            Some(ErrorKind::InvalidResponse),
+            "{shown}"
+        );
+    }
+    // The session is intact.
+    rig.handle().refresh().await.unwrap();
+    assert_eq!(rig.get().await.unwrap(), StatusCode::OK);
+    assert_eq!(rig.idp.stats().password_grants, 1);
+}
+
+// The API's 401, with or without `WWW-Authenticate: Bearer error="invalid_token"`: recovered.
+#[tokio::test]
+async fn a_401_with_or_without_www_authenticate_is_recovered() {
+    let rig = rig(ProviderConfig::default(), |layer| layer).await;
+    assert_eq!(rig.get().await.unwrap(), StatusCode::OK);
+    for www_authenticate in [false, true] {
+        rig.api.set_www_authenticate(www_authenticate);
+        rig.idp.revoke_access_tokens();
+        assert_eq!(rig.get().await.unwrap(), StatusCode::OK);
+    }
+    assert_eq!(rig.api.stats().unauthorized, 2);
+    assert_eq!(rig.idp.stats().refresh_grants, 2);
+}
+
+// 401 twice in a row: one retry, and the second 401 goes back.
+#[tokio::test]
+async fn a_second_401_is_returned_as_it_is() {
+    let rig = rig(ProviderConfig::default(), |layer| layer).await;
+    assert_eq!(rig.get().await.unwrap(), StatusCode::OK);
+    rig.api.push_unauthorized(2);
+    assert_eq!(rig.get().await.unwrap(), StatusCode::UNAUTHORIZED);
+    assert_eq!(rig.api.stats().unauthorized, 2);
+    assert_eq!(rig.idp.stats().refresh_grants, 1);
+    // And the next request works with the refreshed token.
+    assert_eq!(rig.get().await.unwrap(), StatusCode::OK);
+}
+
+// 403 is not a rejection of the token (by default): no refresh, no retry.
+#[tokio::test]
+async fn a_403_is_not_a_rejection() {
+    let rig = rig(ProviderConfig::default(), |layer| layer).await;
+    let request = Request::get(rig.api.url("/forbidden"))
+        .body(Full::<Bytes>::default())
+        .unwrap();
+    let response = rig.service.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert_eq!(rig.api.stats().requests, 1);
+    assert_eq!(rig.idp.stats().refresh_grants, 0);
+}
+
+/// A streaming body that is not `Clone`, in chunks.
+struct Chunks(Vec<Bytes>);
+
+impl http_body::Body for Chunks {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let next = (!self.0.is_empty()).then(|| Ok(http_body::Frame::data(self.0.remove(0))));
+        std::task::Poll::Ready(next)
+    }
+}
+
+// A streaming body under the cap is replayed from the buffer: the retry carries the identical
+// body. Over the cap, the 401 goes back and the body was sent once.
+#[tokio::test]
+async fn streaming_bodies_replay_under_the_cap_only() {
+    use tower_auth_refresh::replay::BufferBody;
+    let idp = IdentityProvider::start(ProviderConfig::default())
+        .await
+        .unwrap();
+    let api = Api::start(&idp).await.unwrap();
+    let layer = AuthLayer::new(idp.refresher_builder().build_http().unwrap())
+        .replay_policy(BufferBody::new(1024));
+    let handle = layer.handle();
+    let client = layer.layer(
+        Client::builder(TokioExecutor::new())
+            .build_http::<tower_auth_refresh::replay::ReplayBody<Chunks>>(),
+    );
+    handle.token().await.unwrap();
+    let post = |chunks: Vec<Bytes>| {
+        Request::post(api.url("/echo"))
+            .body(Chunks(chunks))
+            .unwrap()
+    };
+
+    idp.revoke_access_tokens();
+    let small = vec![Bytes::from_static(b"{\"page\":"), Bytes::from_static(b"1}")];
+    let response = client.clone().oneshot(post(small)).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let echoed = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(echoed, "{\"page\":1}");
+    assert_eq!(
+        api.stats().echo_bodies,
+        [Bytes::from_static(b"{\"page\":1}")]
+    );
+    assert_eq!((api.stats().requests, api.stats().unauthorized), (2, 1));
+
+    idp.revoke_access_tokens();
+    let large = vec![Bytes::from(vec![b'x'; 1000]), Bytes::from(vec![b'y'; 1000])];
+    let response = client.oneshot(post(large)).await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let stats = api.stats();
+    assert_eq!(stats.requests, 3, "the large body was sent once");
+    assert_eq!(stats.echo_bodies.len(), 1);
 }

@@ -21,6 +21,25 @@ type Wait = Pin<Box<dyn Future<Output = Outcome> + Send>>;
 /// refresh or retry.
 const NOT_OURS: u64 = 0;
 
+/// The copy of a request kept for a retry, with the policy's last word on sending it.
+pub(super) struct Replay<B> {
+    request: Request<B>,
+    can_replay: fn(&Request<B>) -> bool,
+}
+
+impl<B> Replay<B> {
+    pub(super) fn new(request: Request<B>, can_replay: fn(&Request<B>) -> bool) -> Self {
+        Self {
+            request,
+            can_replay,
+        }
+    }
+
+    fn into_request(self) -> Option<Request<B>> {
+        (self.can_replay)(&self.request).then_some(self.request)
+    }
+}
+
 pin_project! {
     /// The response future of [`AuthService`](crate::AuthService).
     pub struct ResponseFuture<S, B>
@@ -30,7 +49,7 @@ pin_project! {
         #[pin]
         state: State<S, B>,
         // The copy of the request to send again if the first attempt is rejected.
-        replay: Option<Request<B>>,
+        replay: Option<Replay<B>>,
         // A clone of the inner service for that second attempt.
         retry_service: Option<S>,
         // The generation of the token the request was sent with.
@@ -94,7 +113,7 @@ where
     pub(super) fn sent(
         future: S::Future,
         generation: u64,
-        retry: Option<(Request<B>, S)>,
+        retry: Option<(Replay<B>, S)>,
         cache: TokenCache,
         rejection: Rejection,
     ) -> Self {
@@ -112,7 +131,7 @@ where
     pub(super) fn waiting(
         request: Request<B>,
         service: S,
-        replay: Option<Request<B>>,
+        replay: Option<Replay<B>>,
         cache: TokenCache,
         rejection: Rejection,
     ) -> Self {
@@ -188,7 +207,8 @@ where
                     {
                         return Poll::Ready(Ok(response));
                     }
-                    match this.replay.take().zip(this.retry_service.take()) {
+                    let replay = this.replay.take().and_then(Replay::into_request);
+                    match replay.zip(this.retry_service.take()) {
                         Some(retry) => {
                             tracing::debug!(
                                 generation = *this.generation,

@@ -6,7 +6,7 @@ use http::header::AUTHORIZATION;
 use http::{Request, Response};
 use tower::Service;
 
-use super::future::ResponseFuture;
+use super::future::{Replay, ResponseFuture};
 use super::layer::Rejection;
 use super::origin::Origins;
 use crate::cache::{Phase, TokenCache};
@@ -71,23 +71,29 @@ impl<S, P> AuthService<S, P> {
 
 impl<S, P, B, ResB> Service<Request<B>> for AuthService<S, P>
 where
-    S: Service<Request<B>, Response = Response<ResB>> + Clone,
-    S::Error: Into<BoxError>,
     P: ReplayPolicy<B>,
+    S: Service<Request<P::Body>, Response = Response<ResB>> + Clone,
+    S::Error: Into<BoxError>,
 {
     type Response = Response<ResB>;
     type Error = BoxError;
-    type Future = ResponseFuture<S, B>;
+    type Future = ResponseFuture<S, P::Body>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
-    fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        if request.headers().contains_key(AUTHORIZATION) || !self.origins.allow(request.uri()) {
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let ours =
+            !request.headers().contains_key(AUTHORIZATION) && self.origins.allow(request.uri());
+        let mut request = self.replay.prepare(request);
+        if !ours {
             return ResponseFuture::passthrough(self.inner.call(request));
         }
-        let replay = self.replay.clone_request(&request);
+        let replay = self
+            .replay
+            .clone_request(&request)
+            .map(|copy| Replay::new(copy, P::can_replay));
         let current = self.cache.current();
         match current.as_deref() {
             Some(entry) if entry.phase() <= Phase::Soft => {
