@@ -19,10 +19,10 @@ use crate::token::TokenSet;
 /// See the [crate example](crate#example).
 #[derive(Clone)]
 pub struct AuthLayer<P = CloneBody> {
-    pub(super) cache: TokenCache,
-    pub(super) replay: P,
-    pub(super) rejection: Rejection,
-    pub(super) origins: Origins,
+    pub(crate) cache: TokenCache,
+    pub(crate) replay: P,
+    pub(crate) rejection: Rejection,
+    pub(crate) origins: Origins,
 }
 
 impl AuthLayer {
