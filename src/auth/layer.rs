@@ -150,6 +150,20 @@ impl<P> AuthLayer<P> {
         self
     }
 
+    /// Calls `hook` with every new token set: each refresh's result and each
+    /// [`AuthHandle::set_tokens`](crate::AuthHandle::set_tokens). For saving the session in
+    /// a store of the application's own (the refresh token rotates on every refresh).
+    ///
+    /// The hook runs on the refresh task, outside the cache's locks; keep it short (hand slow
+    /// work to a channel or a spawned task).
+    pub fn on_tokens<F>(self, hook: F) -> Self
+    where
+        F: Fn(&TokenSet) + Send + Sync + 'static,
+    {
+        self.cache.on_tokens(Arc::new(hook));
+        self
+    }
+
     /// A handle on the token cache this layer's services share.
     pub fn handle(&self) -> AuthHandle {
         AuthHandle::new(self.cache.clone())

@@ -41,6 +41,9 @@ pub(crate) type Outcome = Result<Arc<Entry>, RefreshError>;
 
 type Refresher = BoxService<RefreshRequest, TokenSet, BoxError>;
 
+/// A callback told of every new token set.
+pub(crate) type TokensHook = Arc<dyn Fn(&TokenSet) + Send + Sync>;
+
 /// A handle to the shared cache; clones share it.
 #[derive(Clone)]
 pub(crate) struct TokenCache {
@@ -56,6 +59,8 @@ struct Shared {
     config: Mutex<Config>,
     generations: AtomicU64,
     flights: AtomicU64,
+    /// Told of every token set installed (`AuthLayer::on_tokens`).
+    on_tokens: Mutex<Option<TokensHook>>,
     /// Bumped, under the flight lock, whenever the application sets or clears tokens: a
     /// refresh that started before does not install its result over the application's.
     epoch: AtomicU64,
@@ -103,6 +108,7 @@ impl TokenCache {
                 generations: AtomicU64::new(0),
                 flights: AtomicU64::new(0),
                 epoch: AtomicU64::new(0),
+                on_tokens: Mutex::new(None),
             }),
         }
     }
@@ -110,6 +116,11 @@ impl TokenCache {
     /// Changes the settings; tokens installed and refreshes started from now on follow them.
     pub(crate) fn configure(&self, change: impl FnOnce(&mut Config)) {
         change(&mut lock(&self.shared.config));
+    }
+
+    /// Calls `hook` with every token set installed from now on.
+    pub(crate) fn on_tokens(&self, hook: TokensHook) {
+        *lock(&self.shared.on_tokens) = Some(hook);
     }
 
     pub(crate) fn config(&self) -> Config {
@@ -202,6 +213,8 @@ impl TokenCache {
         let entry = self.shared.install(tokens)?;
         self.shared.epoch.fetch_add(1, Ordering::Relaxed);
         slot.failure = None;
+        drop(slot);
+        self.shared.notify(&entry);
         Ok(entry)
     }
 
@@ -268,6 +281,14 @@ impl TokenCache {
 }
 
 impl Shared {
+    /// Tells the application's hook, outside every lock (it may use the handle).
+    fn notify(&self, entry: &Entry) {
+        let hook = lock(&self.on_tokens).clone();
+        if let Some(hook) = hook {
+            hook(&entry.tokens);
+        }
+    }
+
     fn install(&self, tokens: TokenSet) -> Outcome {
         let mut header =
             HeaderValue::try_from(format!("Bearer {}", tokens.access_token().secret()))
@@ -314,7 +335,10 @@ impl FlightTask {
             Err(_elapsed) => Err(failure::timed_out()),
         };
         let elapsed_ms = millis(started.elapsed());
-        let outcome = self.settle(result, &retry);
+        let (outcome, installed) = self.settle(result, &retry);
+        if let (Ok(entry), true) = (&outcome, installed) {
+            self.shared.notify(entry);
+        }
         match &outcome {
             Ok(entry) => tracing::debug!(
                 %reason,
@@ -334,7 +358,11 @@ impl FlightTask {
     /// under the slot lock: whoever sees the new token as current also sees no refresh
     /// running, so a 401 for that token starts a refresh of its own instead of joining this
     /// finished one.
-    fn settle(&self, result: Result<TokenSet, (RefreshError, Class)>, retry: &Retry) -> Outcome {
+    fn settle(
+        &self,
+        result: Result<TokenSet, (RefreshError, Class)>,
+        retry: &Retry,
+    ) -> (Outcome, bool) {
         let mut slot = lock(&self.shared.slot);
         if slot
             .running
@@ -346,17 +374,19 @@ impl FlightTask {
         let superseded = self.shared.epoch.load(Ordering::Relaxed) != self.epoch;
         match result {
             // The application set or cleared tokens meanwhile: theirs stand.
-            Ok(_) if superseded => self
-                .shared
-                .current
-                .load_full()
-                .ok_or_else(|| RefreshError::new(RefreshErrorKind::Superseded)),
+            Ok(_) if superseded => {
+                let current = self.shared.current.load_full();
+                let outcome =
+                    current.ok_or_else(|| RefreshError::new(RefreshErrorKind::Superseded));
+                (outcome, false)
+            }
             Ok(tokens) => {
                 let outcome = self.shared.install(tokens);
                 if outcome.is_ok() {
                     slot.failure = None;
                 }
-                outcome
+                let installed = outcome.is_ok();
+                (outcome, installed)
             }
             Err((error, class)) => {
                 let failure = Failure::after(slot.failure.as_ref(), error.clone(), class, retry);
@@ -364,7 +394,7 @@ impl FlightTask {
                 if !superseded {
                     slot.failure = Some(failure);
                 }
-                Err(error)
+                (Err(error), false)
             }
         }
     }
