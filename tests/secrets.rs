@@ -87,12 +87,22 @@ async fn no_secret_in_logs_debug_or_display() {
     let layer = AuthLayer::new(refresher).allow_origin(Origin::parse(&api.origin()).unwrap());
     let handle = layer.handle();
     let service = layer.layer(http.clone());
-    let get = || Request::get(api.url("/user/me")).body(Full::default()).unwrap();
+    let get = || {
+        Request::get(api.url("/user/me"))
+            .body(Full::default())
+            .unwrap()
+    };
 
     // Login, a 401 and its refresh, a forced refresh, a failed refresh, a wrong password.
-    assert_eq!(service.clone().oneshot(get()).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(
+        service.clone().oneshot(get()).await.unwrap().status(),
+        StatusCode::OK
+    );
     idp.revoke_access_tokens();
-    assert_eq!(service.clone().oneshot(get()).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(
+        service.clone().oneshot(get()).await.unwrap().status(),
+        StatusCode::OK
+    );
     let state = handle.refresh().await.unwrap();
     idp.push_fault(Fault::service_unavailable_html());
     let transient = handle.refresh().await.unwrap_err();
@@ -129,7 +139,11 @@ async fn no_secret_in_logs_debug_or_display() {
     let everything = shown.join("\n");
     assert!(everything.contains("token refresh"), "the log was captured");
 
-    let mut secrets = vec![PASSWORD.to_owned(), CLIENT_SECRET.to_owned(), "wrong-password-xyz".into()];
+    let mut secrets = vec![
+        PASSWORD.to_owned(),
+        CLIENT_SECRET.to_owned(),
+        "wrong-password-xyz".into(),
+    ];
     secrets.extend(issued);
     for secret in &secrets {
         // Also the form-encoded spellings of the password and secret.
