@@ -78,12 +78,12 @@ async fn a_restart_after_expiry_refreshes_with_the_stored_refresh_token() {
     let dir = TempDir::new("expired");
     let path = dir.0.join("session.json");
     let idp =
-        IdentityProvider::start(ProviderConfig::default().access_lifetime(Duration::from_secs(6)))
+        IdentityProvider::start(ProviderConfig::default().access_lifetime(Duration::from_secs(1)))
             .await
             .unwrap();
     let api = Api::start(&idp).await.unwrap();
     assert_eq!(run_program(&idp, &api, &path).await, StatusCode::OK);
-    // Past the take-over margin (5 s before expiry) of the stored token.
+    // The stored access token has expired.
     tokio::time::sleep(Duration::from_millis(1200)).await;
     assert_eq!(run_program(&idp, &api, &path).await, StatusCode::OK);
     let stats = idp.stats();

@@ -3,7 +3,6 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use tokio::time::Instant;
 use tower::{Service, ServiceExt};
@@ -12,8 +11,6 @@ use super::TokenStore;
 use crate::refresh::{BoxError, RefreshRequest};
 use crate::token::TokenSet;
 
-/// A stored token this close to expiry is not taken over: a refresh is due anyway.
-const TAKE_OVER_MARGIN: Duration = Duration::from_secs(5);
 
 /// Wraps a refresher so that every refresh goes through a [`TokenStore`]: lock, re-read, use
 /// a newer stored token or refresh, save, unlock. See the [module docs](super).
@@ -56,9 +53,9 @@ impl<R: fmt::Debug, T: fmt::Debug> fmt::Debug for StoredRefresher<R, T> {
 /// Whether `stored` is a token this process has not seen and can still use.
 fn take_over(stored: &TokenSet, ours: Option<&TokenSet>) -> bool {
     let unseen = ours.is_none_or(|ours| ours.access_token() != stored.access_token());
-    let valid = stored
-        .expires_at()
-        .is_none_or(|at| at > Instant::now() + TAKE_OVER_MARGIN);
+    // Even a token about to expire is taken: sending it beats a refresh that would rotate
+    // the refresh token under another process's feet; the cache refreshes it in due course.
+    let valid = stored.expires_at().is_none_or(|at| at > Instant::now());
     unseen && valid
 }
 

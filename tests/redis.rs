@@ -1,0 +1,340 @@
+//! The Redis store, with a real `redis-server` on 127.0.0.1 and real OS processes sharing it.
+//!
+//! The tests start their own `redis-server` on a free port. Without one on the PATH they are
+//! skipped with a message, unless `REDIS_REQUIRED=1` (as `.ci/run` sets), which makes them fail.
+//! The worker processes are this test binary again, running the ignored `redis_worker` test.
+#![cfg(feature = "redis")]
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::Full;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tower::{Layer, ServiceExt};
+use tower_auth_refresh::oauth2::OAuth2Refresher;
+use tower_auth_refresh::store::{RedisStore, StoreError, StoreErrorKind, StoredRefresher};
+use tower_auth_refresh::test_util::{Api, Fault, IdentityProvider, ProviderConfig};
+use tower_auth_refresh::{AuthLayer, RefreshError};
+
+struct RedisServer {
+    child: Child,
+    url: String,
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A fresh `redis-server` on a free loopback port, or `None` (skip) when there is none.
+fn redis_server() -> Option<RedisServer> {
+    let found = Command::new("redis-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    if !found {
+        assert!(
+            std::env::var("REDIS_REQUIRED").as_deref() != Ok("1"),
+            "REDIS_REQUIRED=1 but there is no redis-server on the PATH"
+        );
+        eprintln!("skipped: no redis-server on the PATH (apt-get install redis-server)");
+        return None;
+    }
+    let port = free_port();
+    let child = Command::new("redis-server")
+        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--save", "", "--appendonly", "no"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "redis-server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Some(RedisServer {
+        child,
+        url: format!("redis://127.0.0.1:{port}/"),
+    })
+}
+
+fn now_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// What a worker process is told, through its environment.
+struct Work<'a> {
+    redis: &'a str,
+    idp: &'a IdentityProvider,
+    api: &'a Api,
+    prefix: &'a str,
+    start_at: u64,
+    rounds: u64,
+    round_ms: u64,
+    concurrency: u64,
+}
+
+fn spawn_worker(work: &Work<'_>) -> Child {
+    let config = work.idp.config();
+    Command::new(std::env::current_exe().unwrap())
+        .args([
+            "redis_worker",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("WORKER", "1")
+        .env("WORKER_REDIS", work.redis)
+        .env("WORKER_TOKEN_URL", work.idp.token_url())
+        .env("WORKER_API_URL", work.api.url("/user/me"))
+        .env("WORKER_CLIENT_ID", config.client_id())
+        .env("WORKER_CLIENT_SECRET", config.client_secret())
+        .env("WORKER_USERNAME", config.username())
+        .env("WORKER_PASSWORD", config.password())
+        .env("WORKER_PREFIX", work.prefix)
+        .env("WORKER_START_AT", work.start_at.to_string())
+        .env("WORKER_ROUNDS", work.rounds.to_string())
+        .env("WORKER_ROUND_MS", work.round_ms.to_string())
+        .env("WORKER_CONCURRENCY", work.concurrency.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set"))
+}
+
+fn env_u64(name: &str) -> u64 {
+    env(name).parse().unwrap()
+}
+
+/// A worker process: rounds of concurrent requests through a layer whose refresher shares its
+/// tokens through Redis. Fails (exits non-zero) if any request fails.
+#[test]
+#[ignore = "run by the multi-process tests as a worker"]
+fn redis_worker() {
+    if std::env::var("WORKER").is_err() {
+        return;
+    }
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let refresher = OAuth2Refresher::builder(env("WORKER_TOKEN_URL"), env("WORKER_CLIENT_ID"))
+            .client_secret(env("WORKER_CLIENT_SECRET"))
+            .password(env("WORKER_USERNAME"), env("WORKER_PASSWORD"))
+            .build_http()
+            .unwrap();
+        let store = RedisStore::new(&env("WORKER_REDIS"), &env("WORKER_PREFIX"))
+            .unwrap()
+            .lock_lifetime(Duration::from_secs(2));
+        let layer = AuthLayer::new(StoredRefresher::new(refresher, store));
+        let service =
+            layer.layer(Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>());
+        let url = env("WORKER_API_URL");
+        let (start_at, round_ms) = (env_u64("WORKER_START_AT"), env_u64("WORKER_ROUND_MS"));
+        let failed = Arc::new(AtomicU64::new(0));
+        for round in 0..env_u64("WORKER_ROUNDS") {
+            let at = start_at + round * round_ms;
+            tokio::time::sleep(Duration::from_millis(at.saturating_sub(now_millis()))).await;
+            let started = Instant::now();
+            let tasks: Vec<_> = (0..env_u64("WORKER_CONCURRENCY"))
+                .map(|_| {
+                    let (service, url, failed) = (service.clone(), url.clone(), failed.clone());
+                    tokio::spawn(async move {
+                        let request = Request::get(url).body(Full::default()).unwrap();
+                        match service.oneshot(request).await {
+                            Ok(response) if response.status() == StatusCode::OK => {}
+                            Ok(response) => {
+                                eprintln!("HTTP {}", response.status());
+                                failed.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(error) => {
+                                eprintln!("error: {error}");
+                                failed.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    })
+                })
+                .collect();
+            for task in tasks {
+                task.await.unwrap();
+            }
+            println!("round {round}: {} ms", started.elapsed().as_millis());
+        }
+        assert_eq!(failed.load(Ordering::Relaxed), 0, "failed requests");
+    });
+}
+
+fn wait(mut child: Child, limit: Duration) -> (bool, String) {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let output = child.wait_with_output().unwrap();
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+            return (status.success(), text);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            return (false, "the worker timed out".into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+// 4 processes × 64 concurrent requests through 5 token expiries, against a provider that
+// rotates refresh tokens and ends the session on reuse: one login, five refreshes in all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_processes_share_one_login_and_one_refresh_chain() {
+    let Some(redis) = redis_server() else { return };
+    let idp = IdentityProvider::start(
+        ProviderConfig::default()
+            .access_lifetime(Duration::from_secs(1))
+            .reuse_detection(true),
+    )
+    .await
+    .unwrap();
+    let api = Api::start(&idp).await.unwrap();
+    let work = Work {
+        redis: &redis.url,
+        idp: &idp,
+        api: &api,
+        prefix: "test:fleet:",
+        // Time for the processes to start; then a round every 1.3 s (tokens live 1 s).
+        start_at: now_millis() + 1500,
+        rounds: 6,
+        round_ms: 1300,
+        concurrency: 64,
+    };
+    let workers: Vec<_> = (0..4).map(|_| spawn_worker(&work)).collect();
+    let outcomes = tokio::task::spawn_blocking(move || {
+        workers
+            .into_iter()
+            .map(|worker| wait(worker, Duration::from_secs(60)))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    for (ok, output) in &outcomes {
+        assert!(ok, "a worker failed:\n{output}");
+    }
+    let stats = idp.stats();
+    assert_eq!(stats.password_grants, 1, "{stats:?}");
+    assert_eq!(stats.refresh_grants, 5, "{stats:?}");
+    assert_eq!(stats.invalid_grants, 0, "{stats:?}");
+    assert_eq!(api.stats().unauthorized, 0);
+    assert_eq!(api.stats().ok, 4 * 64 * 6);
+}
+
+// The lock holder is killed (SIGKILL) in the middle of a refresh: the next process takes over
+// once the lock expires, and its request waits no longer than that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_lock_holder_is_taken_over_after_the_lock_expires() {
+    let Some(redis) = redis_server() else { return };
+    let idp = IdentityProvider::start(ProviderConfig::default())
+        .await
+        .unwrap();
+    let api = Api::start(&idp).await.unwrap();
+    // The first token request never gets an answer.
+    idp.push_fault(Fault::Hang);
+    let work = Work {
+        redis: &redis.url,
+        idp: &idp,
+        api: &api,
+        prefix: "test:killed:",
+        start_at: 0,
+        rounds: 1,
+        round_ms: 0,
+        concurrency: 1,
+    };
+    let mut holder = spawn_worker(&work);
+
+    // Wait until it holds the lock, then kill it.
+    let client = redis::Client::open(redis.url.as_str()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let holder_lock: Option<String> = redis::cmd("GET")
+            .arg("test:killed:lock")
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        if holder_lock.is_some() && idp.stats().faults_served == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the worker never took the lock");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+
+    let started = Instant::now();
+    let survivor = spawn_worker(&work);
+    let (ok, output) = tokio::task::spawn_blocking(move || wait(survivor, Duration::from_secs(30)))
+        .await
+        .unwrap();
+    assert!(ok, "the survivor failed:\n{output}");
+    // Lock lifetime (2 s) plus process start-up and one login.
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(idp.stats().password_grants, 1);
+}
+
+// Redis unreachable: a typed error, quickly, never a hang.
+#[tokio::test]
+async fn an_unreachable_redis_is_a_typed_error() {
+    let idp = IdentityProvider::start(ProviderConfig::default())
+        .await
+        .unwrap();
+    let closed = free_port();
+    let store = RedisStore::new(&format!("redis://127.0.0.1:{closed}/"), "test:down:")
+        .unwrap()
+        .command_timeout(Duration::from_millis(500));
+    let handle = AuthLayer::new(StoredRefresher::new(
+        idp.refresher_builder().build_http().unwrap(),
+        store,
+    ))
+    .handle();
+    let started = Instant::now();
+    let error = handle.token().await.unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(3));
+    let store_error = error
+        .refresher_error()
+        .and_then(|error| error.downcast_ref::<StoreError>())
+        .unwrap_or_else(|| panic!("a StoreError: {error:?}"));
+    assert!(matches!(
+        store_error.kind(),
+        StoreErrorKind::Unavailable | StoreErrorKind::Timeout
+    ));
+    assert_eq!(idp.stats().requests, 0, "no login without the store");
+    let _: &RefreshError = &error;
+}
