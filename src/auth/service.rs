@@ -95,9 +95,13 @@ where
             .clone_request(&request)
             .map(|copy| Replay::new(copy, P::can_replay));
         let current = self.cache.current();
-        match current.as_deref() {
-            Some(entry) if entry.phase() <= Phase::Soft => {
-                if entry.phase() == Phase::Soft {
+        let usable = current
+            .as_deref()
+            .map(|entry| (entry, entry.phase()))
+            .filter(|(_, phase)| *phase <= Phase::Soft);
+        match usable {
+            Some((entry, phase)) => {
+                if phase == Phase::Soft {
                     self.cache.refresh_in_background(entry);
                 }
                 request
@@ -114,7 +118,7 @@ where
                     self.rejection.clone(),
                 )
             }
-            _ => {
+            None => {
                 drop(current);
                 // Release what `poll_ready` reserved (a `Buffer` slot, a permit): the wait may
                 // be long, and the refresher may need that capacity. The future polls a clone
