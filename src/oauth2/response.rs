@@ -119,6 +119,10 @@ fn invalid(message: &'static str) -> Error {
 /// # Ok::<(), tower_auth_refresh::oauth2::Error>(())
 /// ```
 pub fn parse_token_response(body: &[u8]) -> Result<TokenSet, Error> {
+    // A JSON object (RFC 6749 §5.1); serde would also read an array into the struct.
+    if !is_json_object(body) {
+        return Err(invalid("the token response is not a JSON object"));
+    }
     let response: TokenResponse = serde_json::from_slice(body).map_err(|error| {
         invalid("the token response is not the expected JSON").with_source(error)
     })?;
@@ -177,8 +181,14 @@ struct OAuthError {
     error_description: Option<String>,
 }
 
+fn is_json_object(body: &[u8]) -> bool {
+    body.trim_ascii_start().first() == Some(&b'{')
+}
+
 fn classify(grant: Grant, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Error {
-    let oauth = serde_json::from_slice::<OAuthError>(body).ok();
+    let oauth = is_json_object(body)
+        .then(|| serde_json::from_slice::<OAuthError>(body).ok())
+        .flatten();
     let code = oauth.as_ref().map(|oauth| oauth.error.as_str());
     let (kind, message) = if status.is_server_error()
         || status == StatusCode::TOO_MANY_REQUESTS
@@ -294,6 +304,7 @@ mod tests {
             r#"{"access_token":"t","expires_in":"soon"}"#,
             r#"{"access_token":"t","refresh_expires_in":-5}"#,
             r#"{"access_token":42}"#,
+            r#"["t","Bearer",900,"r",0]"#,
         ] {
             let error = parse_token_response(body.as_bytes()).unwrap_err();
             assert_eq!(error.kind(), ErrorKind::InvalidResponse, "{body}");

@@ -29,6 +29,10 @@ pub fn expiry_claim(token: &str) -> Option<SystemTime> {
         return None;
     }
     let bytes = URL_SAFE_LENIENT.decode(payload).ok()?;
+    // The claims are a JSON object (RFC 7519 §7.2); serde would also read an array.
+    if bytes.trim_ascii_start().first() != Some(&b'{') {
+        return None;
+    }
     #[derive(serde::Deserialize)]
     struct Claims {
         exp: Option<serde_json::Number>,
@@ -101,6 +105,8 @@ mod tests {
             jwt(r#"{"exp":-5}"#),
             jwt(r#"{"exp":"soon"}"#),
             jwt(r#"{"exp":1e300}"#),
+            jwt("[0]"),
+            jwt(" [1700000000]"),
         ] {
             assert_eq!(expiry_claim(&token), None, "{token}");
         }
