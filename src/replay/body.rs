@@ -110,8 +110,8 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         match self.project().role.project() {
-            RoleProj::Original { body, record } => {
-                let frame = ready!(body.poll_frame(cx));
+            RoleProj::Original { mut body, record } => {
+                let frame = ready!(body.as_mut().poll_frame(cx));
                 let mut record = lock(record);
                 let frame = match frame {
                     None => {
@@ -136,6 +136,11 @@ where
                                 record.buffered += bytes.len();
                                 record.chunks.push(bytes.clone());
                             }
+                        }
+                        // A client may stop polling once the body says it has ended (hyper
+                        // does, and never polls a body that is empty from the start).
+                        if body.is_end_stream() {
+                            record.complete = true;
                         }
                         Frame::data(bytes)
                     }
@@ -181,7 +186,13 @@ where
 
     fn is_end_stream(&self) -> bool {
         match &self.role {
-            Role::Original { body, .. } => body.is_end_stream(),
+            Role::Original { body, record } => {
+                let end = body.is_end_stream();
+                if end {
+                    lock(record).complete = true;
+                }
+                end
+            }
             Role::Copy {
                 record,
                 next,
@@ -272,6 +283,24 @@ mod tests {
         assert!(!copy.is_replayable());
         // Polled anyway, the copy sends nothing rather than a part.
         assert!(copy.collect().await.unwrap().to_bytes().is_empty());
+    }
+
+    // hyper never polls a body that says it has ended: an empty body, or the last frame of a
+    // sized one. Asking is enough to complete the record.
+    #[test]
+    fn a_body_that_says_it_ended_is_complete_without_a_final_poll() {
+        let empty = ReplayBody::new(Full::new(Bytes::new()), 64);
+        let copy = empty.replay_copy().unwrap();
+        assert!(empty.is_end_stream());
+        assert!(copy.is_replayable());
+    }
+
+    #[tokio::test]
+    async fn the_last_frame_of_a_sized_body_completes_the_record() {
+        let mut original = ReplayBody::new(Full::new(Bytes::from_static(b"{}")), 64);
+        let copy = original.replay_copy().unwrap();
+        original.frame().await.unwrap().unwrap();
+        assert!(copy.is_replayable(), "no poll for the end is needed");
     }
 
     #[tokio::test]

@@ -11,7 +11,6 @@ use super::TokenStore;
 use crate::refresh::{BoxError, RefreshRequest};
 use crate::token::TokenSet;
 
-
 /// Wraps a refresher so that every refresh goes through a [`TokenStore`]: lock, re-read, use
 /// a newer stored token or refresh, save, unlock. See the [module docs](super).
 ///

@@ -47,7 +47,7 @@ pub(crate) fn deadline_after(lifetime: Duration) -> Instant {
 /// the default lifetime configured on the layer ([`AuthLayer::default_lifetime`]).
 ///
 /// Instants are [`tokio::time::Instant`]s, so they follow tokio's clock (and its paused clock
-/// in tests). See the [module example](self).
+/// in tests).
 ///
 /// [`with_expires_in`]: TokenSet::with_expires_in
 /// [`with_expires_at`]: TokenSet::with_expires_at
