@@ -80,6 +80,19 @@ struct Slot {
     failure: Option<Failure>,
 }
 
+impl Slot {
+    /// Frees the slot if flight `id` still holds it.
+    fn end_flight(&mut self, id: u64) {
+        if self
+            .running
+            .as_ref()
+            .is_some_and(|running| running.id == id)
+        {
+            self.running = None;
+        }
+    }
+}
+
 #[derive(Clone)]
 struct Flight {
     id: u64,
@@ -364,13 +377,7 @@ impl FlightTask {
         retry: &Retry,
     ) -> (Outcome, bool) {
         let mut slot = lock(&self.shared.slot);
-        if slot
-            .running
-            .as_ref()
-            .is_some_and(|running| running.id == self.id)
-        {
-            slot.running = None;
-        }
+        slot.end_flight(self.id);
         let superseded = self.shared.epoch.load(Ordering::Relaxed) != self.epoch;
         match result {
             // The application set or cleared tokens meanwhile: theirs stand.
@@ -417,14 +424,7 @@ impl FlightTask {
 
 impl Drop for FlightTask {
     fn drop(&mut self) {
-        let mut slot = lock(&self.shared.slot);
-        if slot
-            .running
-            .as_ref()
-            .is_some_and(|running| running.id == self.id)
-        {
-            slot.running = None;
-        }
+        lock(&self.shared.slot).end_flight(self.id);
     }
 }
 
