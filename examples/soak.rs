@@ -14,24 +14,20 @@
 //!   and per injected fault (the bound is printed).
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::hash::{BuildHasher, RandomState};
-use std::pin::Pin;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, StatusCode};
-use http_body::{Body, Frame};
 use http_body_util::BodyExt;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tower::{Layer, ServiceExt, service_fn};
 use tower_auth_refresh::replay::{BufferBody, ReplayBody};
-use tower_auth_refresh::test_util::{Api, Fault, IdentityProvider, ProviderConfig};
+use tower_auth_refresh::test_util::{Api, ChunkedBody, Fault, IdentityProvider, ProviderConfig};
 use tower_auth_refresh::{AuthLayer, RefreshError};
 
 const LIFETIME: Duration = Duration::from_secs(2);
@@ -47,22 +43,6 @@ fn setting(name: &str, default: u64) -> u64 {
 
 fn random(bound: u64) -> u64 {
     RandomState::new().hash_one(0u8) % bound.max(1)
-}
-
-/// A streaming body in chunks: not `Clone`, so only the buffer can replay it.
-struct Chunks(Vec<Bytes>);
-
-impl Body for Chunks {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        let next = (!self.0.is_empty()).then(|| Ok(Frame::data(self.0.remove(0))));
-        Poll::Ready(next)
-    }
 }
 
 #[derive(Default)]
@@ -89,10 +69,10 @@ async fn main() -> ExitCode {
 
     // The client counts how often each request (by its `x-request-id`) goes out.
     let sent: Arc<Mutex<HashMap<u64, u32>>> = Arc::default();
-    let http = Client::builder(TokioExecutor::new()).build_http::<ReplayBody<Chunks>>();
+    let http = Client::builder(TokioExecutor::new()).build_http::<ReplayBody<ChunkedBody>>();
     let counting = {
         let sent = sent.clone();
-        service_fn(move |request: Request<ReplayBody<Chunks>>| {
+        service_fn(move |request: Request<ReplayBody<ChunkedBody>>| {
             let id = request.headers()["x-request-id"]
                 .to_str()
                 .unwrap()
@@ -151,7 +131,7 @@ async fn main() -> ExitCode {
                     }
                     // One request in ten has a body over the buffer cap.
                     let size = if id % 10 == 0 { BUFFER_CAP + 1 } else { 64 };
-                    let body = Chunks(vec![
+                    let body = ChunkedBody::new([
                         Bytes::from(vec![b'x'; size / 2]),
                         Bytes::from(vec![b'y'; size - size / 2]),
                     ]);

@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use tower::util::BoxService;
 use tower::{BoxError, Layer, Service, ServiceBuilder, ServiceExt, service_fn};
 use tower_auth_refresh::replay::NoReplay;
+use tower_auth_refresh::test_util::ChunkedBody;
 use tower_auth_refresh::{
     AuthLayer, RefreshError, RefreshErrorKind, RefreshReason, RefreshRequest, TokenSet,
 };
@@ -446,22 +447,6 @@ async fn a_server_that_always_rejects_gets_exactly_one_retry() {
     assert_eq!(counter.calls(), 2);
 }
 
-/// A streaming body that is not `Clone`: once read, it is gone.
-struct Chunks(Vec<Bytes>);
-
-impl http_body::Body for Chunks {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
-        let next = (!self.0.is_empty()).then(|| Ok(http_body::Frame::data(self.0.remove(0))));
-        std::task::Poll::Ready(next)
-    }
-}
-
 // 7. A streaming body cannot be replayed: the 401 comes back, the body was sent once, and the
 // token is still refreshed for the next request.
 #[tokio::test]
@@ -470,7 +455,7 @@ async fn a_streaming_body_is_never_sent_twice() {
     let bodies = Arc::new(std::sync::Mutex::new(Vec::new()));
     let inner = {
         let bodies = bodies.clone();
-        service_fn(move |request: Request<Chunks>| {
+        service_fn(move |request: Request<ChunkedBody>| {
             let bodies = bodies.clone();
             async move {
                 let token = bearer(&request);
@@ -491,7 +476,7 @@ async fn a_streaming_body_is_never_sent_twice() {
 
     let streaming = || {
         Request::post("http://127.0.0.1/echo")
-            .body(Chunks(vec![
+            .body(ChunkedBody::new([
                 Bytes::from_static(b"chunk-1,"),
                 Bytes::from_static(b"chunk-2"),
             ]))

@@ -11,7 +11,7 @@ use hyper_util::rt::TokioExecutor;
 use tokio::time::Instant;
 use tower::{BoxError, Layer, ServiceExt};
 use tower_auth_refresh::oauth2::{ErrorKind, HttpClient};
-use tower_auth_refresh::test_util::{Api, Fault, IdentityProvider, ProviderConfig};
+use tower_auth_refresh::test_util::{Api, ChunkedBody, Fault, IdentityProvider, ProviderConfig};
 use tower_auth_refresh::{AuthLayer, AuthService, RefreshError, RefreshErrorKind};
 
 #[derive(Clone)]
@@ -329,22 +329,6 @@ async fn a_403_is_not_a_rejection() {
     assert_eq!(rig.idp.stats().refresh_grants, 0);
 }
 
-/// A streaming body that is not `Clone`, in chunks.
-struct Chunks(Vec<Bytes>);
-
-impl http_body::Body for Chunks {
-    type Data = Bytes;
-    type Error = std::convert::Infallible;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
-        let next = (!self.0.is_empty()).then(|| Ok(http_body::Frame::data(self.0.remove(0))));
-        std::task::Poll::Ready(next)
-    }
-}
-
 // A streaming body under the cap is replayed from the buffer: the retry carries the identical
 // body. Over the cap, the 401 goes back and the body was sent once.
 #[tokio::test]
@@ -359,12 +343,12 @@ async fn streaming_bodies_replay_under_the_cap_only() {
     let handle = layer.handle();
     let client = layer.layer(
         Client::builder(TokioExecutor::new())
-            .build_http::<tower_auth_refresh::replay::ReplayBody<Chunks>>(),
+            .build_http::<tower_auth_refresh::replay::ReplayBody<ChunkedBody>>(),
     );
     handle.token().await.unwrap();
     let post = |chunks: Vec<Bytes>| {
         Request::post(api.url("/echo"))
-            .body(Chunks(chunks))
+            .body(ChunkedBody::new(chunks))
             .unwrap()
     };
 

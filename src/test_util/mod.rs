@@ -101,6 +101,7 @@
 //! ```
 
 mod api;
+mod body;
 mod fault;
 mod ids;
 mod provider;
@@ -109,6 +110,7 @@ mod server;
 mod tests;
 
 pub use self::api::{Api, ApiStats};
+pub use self::body::ChunkedBody;
 pub use self::fault::Fault;
 pub use self::provider::{IdentityProvider, ProviderConfig, ProviderStats};
 
