@@ -411,8 +411,8 @@ async fn a_refresh_error_reaches_every_waiter_and_does_not_stick() {
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 }
 
-// A refresher that panics does not wedge the cache either.
-#[tokio::test]
+// A refresher that panics does not wedge the cache either: an error, a backoff, another try.
+#[tokio::test(start_paused = true)]
 async fn a_panicking_refresher_gives_an_error_and_the_next_request_tries_again() {
     let calls = Arc::new(AtomicUsize::new(0));
     let refresher = {
@@ -429,6 +429,7 @@ async fn a_panicking_refresher_gives_an_error_and_the_next_request_tries_again()
     let error = service.clone().oneshot(get()).await.unwrap_err();
     let error = error.downcast_ref::<RefreshError>().unwrap();
     assert_eq!(error.kind(), RefreshErrorKind::Aborted);
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let response = service.oneshot(get()).await.unwrap();
     assert_eq!(body_text(response).await, "Bearer token-1");
 }

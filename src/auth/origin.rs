@@ -54,6 +54,15 @@ impl Origin {
     /// The origin of an absolute `http` or `https` URI.
     pub fn of(uri: &Uri) -> Option<Self> {
         let https = scheme_is_https(uri)?;
+        // A port that is not a `u16` (`:99999`) is not read as the default port.
+        let authority = uri.authority()?.as_str();
+        let written_port = authority
+            .rsplit_once(':')
+            .filter(|(_, port)| !port.ends_with(']'))
+            .is_some();
+        if written_port && uri.port_u16().is_none() {
+            return None;
+        }
         let host = uri.host()?;
         if host.is_empty() {
             return None;
@@ -155,6 +164,7 @@ mod tests {
             "https://api.mangadex.org/user",
             "https://user:pw@api.mangadex.org",
             "https://",
+            "https://api.mangadex.org:99999",
             "",
         ] {
             assert!(Origin::parse(text).is_err(), "{text}");

@@ -39,18 +39,23 @@ pub(crate) enum Class {
 /// Classifies a refresher's error: [`TerminalError`] and the OAuth2 refresher's refusals are
 /// terminal; everything else (network, 5xx, 429, timeouts, unknown errors) is transient.
 pub(crate) fn classify(error: &BoxError) -> Class {
-    if error.is::<TerminalError>() {
-        return Class::Terminal;
-    }
-    #[cfg(feature = "oauth2")]
-    if let Some(error) = error.downcast_ref::<crate::oauth2::Error>() {
-        use crate::oauth2::ErrorKind;
-        return match error.kind() {
-            ErrorKind::Transient | ErrorKind::InvalidResponse => Class::Transient {
-                retry_after: error.retry_after(),
-            },
-            _ => Class::Terminal,
-        };
+    // Walk the cause chain: a refresher wrapped in `map_err` keeps its classification.
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&**error);
+    while let Some(error) = cause {
+        if error.is::<TerminalError>() {
+            return Class::Terminal;
+        }
+        #[cfg(feature = "oauth2")]
+        if let Some(error) = error.downcast_ref::<crate::oauth2::Error>() {
+            use crate::oauth2::ErrorKind;
+            return match error.kind() {
+                ErrorKind::Transient | ErrorKind::InvalidResponse => Class::Transient {
+                    retry_after: error.retry_after(),
+                },
+                _ => Class::Terminal,
+            };
+        }
+        cause = error.source();
     }
     Class::Transient { retry_after: None }
 }
@@ -160,6 +165,20 @@ mod tests {
     fn terminal_errors_are_recognised() {
         let terminal: BoxError = Box::new(TerminalError::new("credentials revoked"));
         assert_eq!(classify(&terminal), Class::Terminal);
+        #[derive(Debug)]
+        struct Wrapped(TerminalError);
+        impl std::fmt::Display for Wrapped {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("wrapped")
+            }
+        }
+        impl std::error::Error for Wrapped {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let wrapped: BoxError = Box::new(Wrapped(TerminalError::new("revoked")));
+        assert_eq!(classify(&wrapped), Class::Terminal);
         let other: BoxError = "connection reset".into();
         assert_eq!(classify(&other), Class::Transient { retry_after: None });
     }

@@ -196,7 +196,11 @@ impl TokenCache {
         let outcome = self.wait(reason, seen.as_ref().map(|e| e.generation)).await;
         match (outcome, seen) {
             // A failed refresh does not stop a token that is still valid from being served.
-            (Err(_), Some(seen)) if !seen.is_expired() => Ok(seen),
+            (Err(error), Some(seen))
+                if !seen.is_expired() && error.kind() != RefreshErrorKind::Superseded =>
+            {
+                Ok(seen)
+            }
             (outcome, _) => outcome,
         }
     }
@@ -238,6 +242,9 @@ impl TokenCache {
         self.shared.epoch.fetch_add(1, Ordering::Relaxed);
         self.shared.current.store(None);
         slot.failure = None;
+        // The running refresh (if any) is superseded: the next request starts a fresh one
+        // rather than wait for a result that will be discarded.
+        slot.running = None;
     }
 
     async fn wait(&self, reason: RefreshReason, seen: Option<u64>) -> Outcome {
@@ -280,13 +287,16 @@ impl TokenCache {
             id,
             outcome: outcome.clone(),
         });
+        // Read under the lock, with `current`: a clear or set after this supersedes the flight.
+        let epoch = self.shared.epoch.load(Ordering::Relaxed);
         drop(slot);
         let request = RefreshRequest::new(reason, current.map(|entry| entry.tokens.clone()));
         let task = FlightTask {
             shared: Arc::clone(&self.shared),
             id,
-            epoch: self.shared.epoch.load(Ordering::Relaxed),
+            epoch,
             publish,
+            settled: false,
         };
         runtime.spawn(task.run(request));
         Ok(Join::Wait(outcome))
@@ -324,10 +334,13 @@ struct FlightTask {
     id: u64,
     epoch: u64,
     publish: watch::Sender<Option<Outcome>>,
+    /// Whether the outcome was settled; a flight dropped before (the refresher panicked, the
+    /// runtime shut down) counts as a transient failure.
+    settled: bool,
 }
 
 impl FlightTask {
-    async fn run(self, request: RefreshRequest) {
+    async fn run(mut self, request: RefreshRequest) {
         let reason = request.reason();
         let started = Instant::now();
         let retry = lock(&self.shared.config).retry;
@@ -349,6 +362,7 @@ impl FlightTask {
         };
         let elapsed_ms = millis(started.elapsed());
         let (outcome, installed) = self.settle(result, &retry);
+        self.settled = true;
         if let (Ok(entry), true) = (&outcome, installed) {
             self.shared.notify(entry);
         }
@@ -387,14 +401,21 @@ impl FlightTask {
                     current.ok_or_else(|| RefreshError::new(RefreshErrorKind::Superseded));
                 (outcome, false)
             }
-            Ok(tokens) => {
-                let outcome = self.shared.install(tokens);
-                if outcome.is_ok() {
+            Ok(tokens) => match self.shared.install(tokens) {
+                Ok(entry) => {
                     slot.failure = None;
+                    (Ok(entry), true)
                 }
-                let installed = outcome.is_ok();
-                (outcome, installed)
-            }
+                // A token that cannot be sent: back off like any transient failure rather
+                // than call the refresher again on every request.
+                Err(error) => {
+                    let class = Class::Transient { retry_after: None };
+                    let failure =
+                        Failure::after(slot.failure.as_ref(), error.clone(), class, retry);
+                    slot.failure = Some(failure);
+                    (Err(error), false)
+                }
+            },
             Err((error, class)) => {
                 let failure = Failure::after(slot.failure.as_ref(), error.clone(), class, retry);
                 self.allow_background_refresh_at(failure.retry_at);
@@ -424,7 +445,14 @@ impl FlightTask {
 
 impl Drop for FlightTask {
     fn drop(&mut self) {
-        lock(&self.shared.slot).end_flight(self.id);
+        let mut slot = lock(&self.shared.slot);
+        slot.end_flight(self.id);
+        if !self.settled && self.shared.epoch.load(Ordering::Relaxed) == self.epoch {
+            let retry = lock(&self.shared.config).retry;
+            let error = RefreshError::new(RefreshErrorKind::Aborted);
+            let class = Class::Transient { retry_after: None };
+            slot.failure = Some(Failure::after(slot.failure.as_ref(), error, class, &retry));
+        }
     }
 }
 

@@ -145,8 +145,10 @@ where
                         Frame::data(bytes)
                     }
                     Err(frame) => match frame.into_trailers() {
+                        // Trailers are the last frame: hyper does not poll past them.
                         Ok(trailers) => {
                             record.trailers = Some(trailers.clone());
+                            record.complete = true;
                             Frame::trailers(trailers)
                         }
                         // An unknown kind of frame: pass it on, but it cannot be replayed.
@@ -210,7 +212,15 @@ where
             Role::Copy { record, next, .. } => {
                 let record = lock(record);
                 let left: usize = record.chunks.iter().skip(*next).map(Bytes::len).sum();
-                SizeHint::with_exact(left as u64)
+                if record.trailers.is_some() {
+                    // An exact size makes HTTP/1 send `Content-Length`, which cannot carry
+                    // trailers: a lower bound keeps the chunked encoding.
+                    let mut hint = SizeHint::new();
+                    hint.set_lower(left as u64);
+                    hint
+                } else {
+                    SizeHint::with_exact(left as u64)
+                }
             }
         }
     }
@@ -322,6 +332,11 @@ mod tests {
         let original = ReplayBody::new(with_trailers, 64);
         let copy = original.replay_copy().unwrap();
         original.collect().await.unwrap();
+        assert_eq!(
+            copy.size_hint().exact(),
+            None,
+            "chunked, so trailers can be sent"
+        );
         let replayed = copy.collect().await.unwrap();
         assert_eq!(replayed.trailers(), Some(&trailers));
         assert_eq!(replayed.to_bytes(), "data");
