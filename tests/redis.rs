@@ -338,3 +338,96 @@ async fn an_unreachable_redis_is_a_typed_error() {
     assert_eq!(idp.stats().requests, 0, "no login without the store");
     let _: &RefreshError = &error;
 }
+
+/// A refresher that records the refresh token it was given, takes `delay`, and hands out
+/// `a{n}` / `r{n}`.
+fn recording_refresher(
+    used: Arc<std::sync::Mutex<Vec<String>>>,
+    delay: Duration,
+) -> impl tower::Service<
+    tower_auth_refresh::RefreshRequest,
+    Response = tower_auth_refresh::TokenSet,
+    Error = std::convert::Infallible,
+    Future = impl Future<Output = Result<tower_auth_refresh::TokenSet, std::convert::Infallible>> + Send,
+> + Clone
++ Send
++ 'static {
+    tower::service_fn(move |request: tower_auth_refresh::RefreshRequest| {
+        let used = used.clone();
+        async move {
+            let n = {
+                let mut used = used.lock().unwrap();
+                used.push(
+                    request
+                        .refresh_token()
+                        .map_or("none".into(), |t| t.secret().to_owned()),
+                );
+                used.len()
+            };
+            tokio::time::sleep(delay).await;
+            Ok(tower_auth_refresh::TokenSet::new(format!("a{n}"))
+                .with_refresh_token(format!("r{n}"))
+                .with_expires_in(Duration::from_secs(900)))
+        }
+    })
+}
+
+// A refresh slower than the lock's lifetime: the holder keeps the lock alive, so the other
+// process waits and then uses its token, never presenting the same refresh token again.
+#[tokio::test]
+async fn a_slow_refresh_keeps_its_lock() {
+    let Some(redis) = redis_server() else { return };
+    let store = || {
+        RedisStore::new(&redis.url, "test:slow:")
+            .unwrap()
+            .lock_lifetime(Duration::from_millis(300))
+    };
+    let seed = tower_auth_refresh::TokenSet::new("a0")
+        .with_refresh_token("r0")
+        .with_expires_in(Duration::ZERO);
+    tower_auth_refresh::store::TokenStore::save(&store(), &seed, None)
+        .await
+        .unwrap();
+    let used = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let refresher = || recording_refresher(used.clone(), Duration::from_secs(1));
+    let a = AuthLayer::new(StoredRefresher::new(refresher(), store())).handle();
+    let b = AuthLayer::new(StoredRefresher::new(refresher(), store())).handle();
+    let (ra, rb) = tokio::join!(a.token(), b.token());
+    ra.unwrap();
+    rb.unwrap();
+    assert_eq!(*used.lock().unwrap(), ["r0"]);
+}
+
+// A stored value that is not a token set (another version's format) counts as none: the
+// first save replaces it, and the fleet shares one chain again.
+#[tokio::test]
+async fn an_unreadable_stored_value_is_replaced() {
+    let Some(redis) = redis_server() else { return };
+    let client = redis::Client::open(redis.url.as_str()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("test:garbage:tokens")
+        .arg(r#"{"v":2}"#)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let used = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let store = || RedisStore::new(&redis.url, "test:garbage:").unwrap();
+    let a = AuthLayer::new(StoredRefresher::new(
+        recording_refresher(used.clone(), Duration::ZERO),
+        store(),
+    ))
+    .handle();
+    let b = AuthLayer::new(StoredRefresher::new(
+        recording_refresher(used.clone(), Duration::ZERO),
+        store(),
+    ))
+    .handle();
+    a.token().await.unwrap();
+    b.token().await.unwrap();
+    a.refresh().await.unwrap();
+    b.refresh().await.unwrap();
+    // One login (by a) replaced the garbage, and b took it over; a refreshed with r1, and b's
+    // forced refresh took a's new tokens from the store: no refresh token presented twice.
+    assert_eq!(*used.lock().unwrap(), ["none", "r1"]);
+}

@@ -171,3 +171,77 @@ async fn on_tokens_sees_every_new_token_set() {
     // Each refresh rotated the refresh token: the hook always had the newest.
     assert!(seen[0] != seen[1] && seen[1] != seen[2]);
 }
+
+/// A store in memory whose next save can be made to fail.
+#[derive(Default)]
+struct FlakyStore {
+    tokens: Mutex<Option<TokenSet>>,
+    fail_next_save: std::sync::atomic::AtomicBool,
+}
+
+impl tower_auth_refresh::store::TokenStore for FlakyStore {
+    fn load(&self) -> tower_auth_refresh::store::StoreFuture<'_, Option<TokenSet>> {
+        let tokens = self.tokens.lock().unwrap().clone();
+        Box::pin(async move { Ok(tokens) })
+    }
+
+    fn save<'a>(
+        &'a self,
+        tokens: &'a TokenSet,
+        _replaced: Option<&'a TokenSet>,
+    ) -> tower_auth_refresh::store::StoreFuture<'a, ()> {
+        use tower_auth_refresh::store::{StoreError, StoreErrorKind};
+        let fail = self
+            .fail_next_save
+            .swap(false, std::sync::atomic::Ordering::SeqCst);
+        if !fail {
+            *self.tokens.lock().unwrap() = Some(tokens.clone());
+        }
+        Box::pin(async move {
+            if fail {
+                Err(StoreError::new(StoreErrorKind::Unavailable, None))
+            } else {
+                Ok(())
+            }
+        })
+    }
+}
+
+// A save that fails does not make the process go back to the older stored tokens and present
+// a spent refresh token: the unsaved tokens are written at the next refresh.
+#[tokio::test]
+async fn a_failed_save_never_leads_to_a_spent_refresh_token() {
+    let idp = IdentityProvider::start(ProviderConfig::default().reuse_detection(true))
+        .await
+        .unwrap();
+    let store = Arc::new(FlakyStore::default());
+    struct Shared(Arc<FlakyStore>);
+    impl tower_auth_refresh::store::TokenStore for Shared {
+        fn load(&self) -> tower_auth_refresh::store::StoreFuture<'_, Option<TokenSet>> {
+            self.0.load()
+        }
+        fn save<'a>(
+            &'a self,
+            tokens: &'a TokenSet,
+            replaced: Option<&'a TokenSet>,
+        ) -> tower_auth_refresh::store::StoreFuture<'a, ()> {
+            self.0.save(tokens, replaced)
+        }
+    }
+    let refresher = StoredRefresher::new(
+        idp.refresher_builder().build_http().unwrap(),
+        Shared(store.clone()),
+    );
+    let handle = AuthLayer::new(refresher).handle();
+    handle.token().await.unwrap();
+    store
+        .fail_next_save
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    handle.refresh().await.unwrap();
+    handle.refresh().await.unwrap();
+    handle.refresh().await.unwrap();
+    let stats = idp.stats();
+    assert_eq!(stats.reuse_detected, 0, "{stats:?}");
+    assert_eq!(stats.invalid_grants, 0);
+    assert_eq!(stats.refresh_grants, 3);
+}

@@ -66,18 +66,40 @@ use crate::token::TokenSet;
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
 /// Proof of holding a store's refresh lock, to give back to [`TokenStore::unlock`].
-#[derive(Clone, PartialEq, Eq)]
-pub struct LockToken(pub(crate) String);
+///
+/// A store may keep the lock alive while the token is held (Redis renews it); dropping the
+/// token stops that, and the lock then expires by itself.
+pub struct LockToken {
+    value: String,
+    renewal: Option<tokio::task::AbortHandle>,
+}
 
 impl LockToken {
     /// A lock token with this value (a random string that only its holder knows).
     pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
+        Self {
+            value: value.into(),
+            renewal: None,
+        }
+    }
+
+    /// The same token, keeping the lock alive with `renewal` until it is dropped.
+    pub fn renewed_by(mut self, renewal: tokio::task::AbortHandle) -> Self {
+        self.renewal = Some(renewal);
+        self
     }
 
     /// The value.
     pub fn value(&self) -> &str {
-        &self.0
+        &self.value
+    }
+}
+
+impl Drop for LockToken {
+    fn drop(&mut self) {
+        if let Some(renewal) = self.renewal.take() {
+            renewal.abort();
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 use std::fmt;
 use std::hash::{BuildHasher, RandomState};
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
@@ -8,6 +9,13 @@ use tokio::time::Instant;
 
 use super::{LockToken, StoreError, StoreErrorKind, StoreFuture, TokenStore, serde};
 use crate::token::TokenSet;
+
+/// Extends the lock only for its holder.
+const RENEW: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0";
 
 /// Releases the lock only for its holder.
 const UNLOCK: &str = r"
@@ -22,12 +30,15 @@ const SAVE: &str = r"
 local current = redis.call('GET', KEYS[1])
 if current then
   local ok, decoded = pcall(cjson.decode, current)
-  local stored = ''
-  if ok and type(decoded) == 'table' and type(decoded.refresh_token) == 'string' then
-    stored = decoded.refresh_token
-  end
-  if stored ~= ARGV[2] then
-    return 0
+  -- A value that is not a token set counts as none, as `load` reads it.
+  if ok and type(decoded) == 'table' and type(decoded.access_token) == 'string' then
+    local stored = ''
+    if type(decoded.refresh_token) == 'string' then
+      stored = decoded.refresh_token
+    end
+    if stored ~= ARGV[2] then
+      return 0
+    end
   end
 end
 redis.call('SET', KEYS[1], ARGV[1])
@@ -37,18 +48,20 @@ return 1";
 /// login and one refresh chain for a whole fleet.
 ///
 /// - The token set is one JSON value under `<prefix>tokens`.
-/// - The refresh lock is `<prefix>lock`, taken with `SET NX PX` and a random value, released
-///   only by its owner (a Lua compare-and-delete); a holder that dies frees it by expiry
-///   (the lock lifetime, default 10 s). Waiters poll every 50 ms, for at most the lock
-///   lifetime plus one second.
+/// - The refresh lock is `<prefix>lock`, taken with `SET NX PX` and a random value, renewed
+///   every third of its lifetime while its holder refreshes (a slow token endpoint does not
+///   let a second process in), and released only by its owner (a Lua compare-and-delete). A
+///   holder that dies frees it by expiry (the lock lifetime, default 10 s). Waiters poll every
+///   50 ms, for at most the lock lifetime plus one second at a time.
 /// - A save is a compare-and-swap keyed by the refresh token the refresh started from.
 /// - Every command is bounded by a timeout (default 2 s): Redis unreachable is a typed
 ///   [`StoreError`] (`Unavailable` or `Timeout`), never a hang.
 ///
 /// Use it through [`StoredRefresher`](super::StoredRefresher).
+#[derive(Clone)]
 pub struct RedisStore {
     client: redis::Client,
-    connection: Mutex<Option<MultiplexedConnection>>,
+    connection: Arc<Mutex<Option<MultiplexedConnection>>>,
     tokens_key: String,
     lock_key: String,
     lock_lifetime: Duration,
@@ -63,7 +76,7 @@ impl RedisStore {
             .map_err(|error| StoreError::new(StoreErrorKind::Unavailable, Some(error.into())))?;
         Ok(Self {
             client,
-            connection: Mutex::new(None),
+            connection: Arc::new(Mutex::new(None)),
             tokens_key: format!("{prefix}tokens"),
             lock_key: format!("{prefix}lock"),
             lock_lifetime: Duration::from_secs(10),
@@ -118,6 +131,36 @@ impl RedisStore {
                 Err(StoreError::new(StoreErrorKind::Timeout, None))
             }
         }
+    }
+}
+
+impl RedisStore {
+    /// Keeps the lock held by `token` alive until aborted or lost.
+    fn renew(&self, token: String) -> tokio::task::AbortHandle {
+        let store = self.clone();
+        let every = self.lock_lifetime / 3;
+        let millis = u64::try_from(self.lock_lifetime.as_millis()).unwrap_or(u64::MAX);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let (token, key) = (token.clone(), store.lock_key.clone());
+                let renewed: Result<i64, _> = store
+                    .run(|mut connection| async move {
+                        redis::Script::new(RENEW)
+                            .key(key)
+                            .arg(token)
+                            .arg(millis)
+                            .invoke_async(&mut connection)
+                            .await
+                    })
+                    .await;
+                if !matches!(renewed, Ok(1)) {
+                    tracing::warn!("the token store's refresh lock was lost while refreshing");
+                    return;
+                }
+            }
+        })
+        .abort_handle()
     }
 }
 
@@ -199,7 +242,9 @@ impl TokenStore for RedisStore {
                     })
                     .await?;
                 if taken.is_some() {
-                    return Ok(Some(LockToken(token)));
+                    return Ok(Some(
+                        LockToken::new(token.clone()).renewed_by(self.renew(token)),
+                    ));
                 }
                 if Instant::now() >= give_up {
                     return Err(StoreError::new(StoreErrorKind::LockTimeout, None));
@@ -215,7 +260,7 @@ impl TokenStore for RedisStore {
                 .run(|mut connection| async move {
                     redis::Script::new(UNLOCK)
                         .key(&self.lock_key)
-                        .arg(token.0)
+                        .arg(token.value())
                         .invoke_async(&mut connection)
                         .await
                 })

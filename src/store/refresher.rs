@@ -1,13 +1,13 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use tokio::time::Instant;
 use tower::{Service, ServiceExt};
 
-use super::TokenStore;
+use super::{LockToken, TokenStore};
 use crate::refresh::{BoxError, RefreshRequest};
 use crate::token::TokenSet;
 
@@ -19,6 +19,15 @@ use crate::token::TokenSet;
 pub struct StoredRefresher<R, T> {
     inner: R,
     store: Arc<T>,
+    /// Tokens this process got but could not save, with the refresh token they replaced.
+    unsaved: Arc<Mutex<Option<Unsaved>>>,
+}
+
+/// A refresh result the store did not take: written at the next refresh if the store still
+/// holds what it replaced, so no process goes back to a spent refresh token.
+struct Unsaved {
+    tokens: TokenSet,
+    replaced: Option<TokenSet>,
 }
 
 impl<R, T> StoredRefresher<R, T> {
@@ -27,6 +36,7 @@ impl<R, T> StoredRefresher<R, T> {
         Self {
             inner,
             store: Arc::new(store),
+            unsaved: Arc::default(),
         }
     }
 }
@@ -36,6 +46,7 @@ impl<R: Clone, T> Clone for StoredRefresher<R, T> {
         Self {
             inner: self.inner.clone(),
             store: Arc::clone(&self.store),
+            unsaved: Arc::clone(&self.unsaved),
         }
     }
 }
@@ -75,12 +86,19 @@ where
     }
 
     fn call(&mut self, request: RefreshRequest) -> Self::Future {
-        let (inner, store) = (self.inner.clone(), Arc::clone(&self.store));
+        let (inner, store, unsaved) = (
+            self.inner.clone(),
+            Arc::clone(&self.store),
+            Arc::clone(&self.unsaved),
+        );
         Box::pin(async move {
-            let lock = store.lock().await?;
-            let outcome = refresh_through(&*store, inner, request).await;
-            if let Some(lock) = lock {
-                if let Err(error) = store.unlock(lock).await {
+            let mut held = Held {
+                token: store.lock().await?,
+                store: Arc::clone(&store),
+            };
+            let outcome = refresh_through(&*store, &unsaved, inner, request).await;
+            if let Some(token) = held.token.take() {
+                if let Err(error) = store.unlock(token).await {
                     tracing::warn!(%error, "could not release the token store's lock; it expires by itself");
                 }
             }
@@ -89,8 +107,34 @@ where
     }
 }
 
+/// The store's lock while a refresh runs; released even if the refresh is dropped (timed out).
+struct Held<T: TokenStore> {
+    token: Option<LockToken>,
+    store: Arc<T>,
+}
+
+impl<T: TokenStore> Drop for Held<T> {
+    fn drop(&mut self) {
+        if let (Some(token), Ok(runtime)) =
+            (self.token.take(), tokio::runtime::Handle::try_current())
+        {
+            let store = Arc::clone(&self.store);
+            runtime.spawn(async move {
+                let _ = store.unlock(token).await;
+            });
+        }
+    }
+}
+
+fn refresh_token(tokens: Option<&TokenSet>) -> Option<&str> {
+    tokens
+        .and_then(TokenSet::refresh_token)
+        .map(|token| token.secret())
+}
+
 async fn refresh_through<R, T>(
     store: &T,
+    unsaved: &Mutex<Option<Unsaved>>,
     inner: R,
     request: RefreshRequest,
 ) -> Result<TokenSet, BoxError>
@@ -99,7 +143,22 @@ where
     R::Error: Into<BoxError>,
     T: TokenStore,
 {
-    let stored = store.load().await?;
+    let mut stored = store.load().await?;
+    // Tokens of ours that the store missed, while it still holds what they replaced: they
+    // are the newest; write them now and go on from them.
+    let pending = lock(unsaved).take();
+    if let Some(pending) = pending {
+        if refresh_token(stored.as_ref()) == refresh_token(pending.replaced.as_ref()) {
+            if let Err(error) = store.save(&pending.tokens, stored.as_ref()).await {
+                tracing::warn!(%error, "still could not save the newest token set");
+                *lock(unsaved) = Some(Unsaved {
+                    tokens: pending.tokens.clone(),
+                    replaced: pending.replaced,
+                });
+            }
+            stored = Some(pending.tokens);
+        }
+    }
     if let Some(stored) = stored
         .as_ref()
         .filter(|stored| take_over(stored, request.current()))
@@ -114,8 +173,19 @@ where
         .await
         .map_err(Into::into)?;
     if let Err(error) = store.save(&tokens, base.as_ref()).await {
-        // The tokens are good for this process; the store keeps another process's.
+        // The tokens are good for this process; remember them so that the store gets them
+        // (and no process goes back to the spent refresh token) at the next refresh.
         tracing::warn!(%error, "could not save the new token set");
+        *lock(unsaved) = Some(Unsaved {
+            tokens: tokens.clone(),
+            replaced: base,
+        });
     }
     Ok(tokens)
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
