@@ -1,4 +1,5 @@
 use std::fmt;
+use std::hash::{BuildHasher, RandomState};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -66,18 +67,28 @@ fn write(path: &Path, json: &str) -> io::Result<()> {
             "the token path has no file name",
         )
     })?;
+    // A name no one can guess, created new: a planted file or link is never written through,
+    // and two stores on one path do not collide.
     let mut temporary = name.to_owned();
-    temporary.push(format!(".{}.tmp", std::process::id()));
+    let random = RandomState::new().hash_one(std::process::id());
+    temporary.push(format!(".{random:016x}.tmp"));
     let temporary = dir.map_or_else(|| PathBuf::from(&temporary), |dir| dir.join(&temporary));
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&temporary)?;
     let outcome = (|| {
-        let mut file = options.open(&temporary)?;
         file.write_all(json.as_bytes())?;
         file.sync_all()?;
-        std::fs::rename(&temporary, path)
+        std::fs::rename(&temporary, path)?;
+        // Make the rename itself durable: after a crash, the old file (with a refresh token
+        // that may be spent) must not come back.
+        #[cfg(unix)]
+        if let Some(dir) = dir {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
     })();
     if outcome.is_err() {
         let _ = std::fs::remove_file(&temporary);
