@@ -3,7 +3,19 @@
 //! Compares `AuthService` with no middleware and with tower-http's `AddAuthorization` (a
 //! static bearer header), in one run, and the same from two threads sharing one cache.
 //!
-//! `cargo bench --bench hot_path` (add `-- --quick` for a short run).
+//! - `hot_path/*`, `contention/*` (criterion): time per request.
+//! - `hot_path/ratios`, `contention/ratios` (tables): the services take turns, in rotating
+//!   order, each sending a short chunk of requests per round; the medians of the per-round
+//!   ratios, which the load of a shared machine disturbs far less than two measurements
+//!   taken seconds apart.
+//!
+//! ```sh
+//! cargo bench --bench hot_path                  # full run
+//! cargo bench --bench hot_path -- --quick       # short run, tables included
+//! BENCH_QUICK=1 cargo bench --bench hot_path    # short tables, full criterion runs
+//! ```
+//!
+//! A criterion filter (`-- contention`) also selects the tables whose name contains it.
 
 use std::convert::Infallible;
 use std::future::{Ready, ready};
@@ -12,7 +24,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use criterion::{BatchSize, Criterion};
 use http::header::{ACCEPT, USER_AGENT};
 use http::{Request, Response};
 use http_body_util::Full;
@@ -81,7 +93,7 @@ where
         b.iter_batched(
             || request(with_headers),
             |request| send(&mut service, request),
-            BatchSize::SmallInput,
+            BatchSize::NumIterations(BATCH),
         )
     });
 }
@@ -111,7 +123,18 @@ fn hot_path(c: &mut Criterion) {
     }
 }
 
-/// Time for `threads` threads to send `iters` requests each through clones of one service.
+/// Requests built ahead of each timed batch. With `BatchSize::SmallInput` a batch is a tenth of
+/// a sample, up to several MB of requests: the long samples then measured cache misses and page
+/// faults that the short ones did not.
+const BATCH: u64 = 1_000;
+
+/// Requests built ahead of each timed stretch of the threaded runs: enough to time, few enough
+/// to stay in cache. (Building all of a sample's requests ahead made the two-thread runs a
+/// measurement of memory bandwidth: several MB of requests per thread.)
+const CHUNK: u64 = 1_000;
+
+/// Time for `threads` threads to send `iters` requests each through clones of one service,
+/// in chunks that the threads start together.
 fn threaded<S>(service: &S, threads: usize, iters: u64) -> Duration
 where
     S: Service<Request<Body>, Response = Response<Body>> + Clone + Send,
@@ -124,13 +147,19 @@ where
                 let mut service = service.clone();
                 let barrier = &barrier;
                 scope.spawn(move || {
-                    let requests: Vec<_> = (0..iters).map(|_| request(true)).collect();
-                    barrier.wait();
-                    let started = Instant::now();
-                    for request in requests {
-                        send(&mut service, request);
+                    let (mut elapsed, mut left) = (Duration::ZERO, iters);
+                    while left > 0 {
+                        let chunk = left.min(CHUNK);
+                        let requests: Vec<_> = (0..chunk).map(|_| request(true)).collect();
+                        barrier.wait();
+                        let started = Instant::now();
+                        for request in requests {
+                            send(&mut service, request);
+                        }
+                        elapsed += started.elapsed();
+                        left -= chunk;
                     }
-                    started.elapsed()
+                    elapsed
                 })
             })
             .collect();
@@ -160,5 +189,279 @@ fn contention(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, hot_path, contention);
-criterion_main!(benches);
+fn add_authorization() -> impl Service<
+    Request<Body>,
+    Response = Response<Body>,
+    Error = Infallible,
+    Future = Ready<Result<Response<Body>, Infallible>>,
+> + Clone {
+    AddAuthorizationLayer::bearer("token").layer(api())
+}
+
+/// `inner`, copying each request first and dropping the copy once the response is there,
+/// as `AuthService` does with the default replay policy.
+#[derive(Clone)]
+struct Copying<S>(S);
+
+impl<S> Service<Request<Body>> for Copying<S>
+where
+    S: Service<Request<Body>>,
+    S::Future: Unpin,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = WithCopy<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        let copy = request.clone();
+        WithCopy(self.0.call(request), Some(copy))
+    }
+}
+
+struct WithCopy<F>(F, Option<Request<Body>>);
+
+impl<F: Future + Unpin> Future for WithCopy<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let output = std::task::ready!(std::pin::Pin::new(&mut self.0).poll(cx));
+        drop(black_box(self.1.take()));
+        Poll::Ready(output)
+    }
+}
+
+/// Sends a chunk of requests through one service and times it.
+type Chunk = Box<dyn FnMut(Vec<Request<Body>>) -> Duration>;
+
+fn chunk<S>(mut service: S) -> Chunk
+where
+    S: Service<Request<Body>, Response = Response<Body>> + 'static,
+    S::Error: std::fmt::Debug,
+{
+    Box::new(move |requests| {
+        let started = Instant::now();
+        for request in requests {
+            send(&mut service, request);
+        }
+        started.elapsed()
+    })
+}
+
+/// The median of `values` (sorted in place).
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn ratio_tables(length: Length, args: &Args) {
+    let (rounds, requests) = match length {
+        Length::Test => (3, 100),
+        Length::Quick => (100, 1_000),
+        Length::Full => (500, 1_000),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let layer = layer(&runtime);
+
+    if args.wants("hot_path/ratios") {
+        println!(
+            "\nhot_path/ratios: medians of {rounds} rounds; per round each service sends {requests} requests, in rotating order"
+        );
+        println!(
+            "{:<12} {:<24} {:>10} {:>26}",
+            "request", "service", "ns/req", "ratio to add_authorization"
+        );
+        for with_headers in [false, true] {
+            let mut services: Vec<(&str, Chunk)> = vec![
+                ("no_middleware", chunk(api())),
+                ("add_authorization", chunk(add_authorization())),
+                ("auth_service", chunk(layer.layer(api()))),
+                (
+                    "auth_service_no_replay",
+                    chunk(layer.clone().replay_policy(NoReplay).layer(api())),
+                ),
+                // What the default `CloneBody` adds: a copy of each request, kept until the
+                // response is there.
+                (
+                    "add_authorization+copy",
+                    chunk(Copying(add_authorization())),
+                ),
+            ];
+            // nanos[service][round]
+            let mut nanos = vec![Vec::new(); services.len()];
+            for round in 0..rounds {
+                for turn in 0..services.len() {
+                    let index = (turn + round) % services.len();
+                    let batch = (0..requests).map(|_| request(with_headers)).collect();
+                    let elapsed = (services[index].1)(batch);
+                    nanos[index].push(elapsed.as_nanos() as f64 / requests as f64);
+                }
+            }
+            for (index, (name, _)) in services.iter().enumerate() {
+                let mut ratios: Vec<f64> = nanos[index]
+                    .iter()
+                    .zip(&nanos[1])
+                    .map(|(nanos, baseline)| nanos / baseline)
+                    .collect();
+                println!(
+                    "{:<12} {:<24} {:>10.1} {:>26.2}",
+                    if with_headers {
+                        "two_headers"
+                    } else {
+                        "no_headers"
+                    },
+                    name,
+                    median(&mut nanos[index].clone()),
+                    median(&mut ratios),
+                );
+            }
+        }
+    }
+
+    if args.wants("contention/ratios") {
+        // Longer chunks: threads are started for every measurement.
+        let requests = requests as u64 * 2;
+        println!(
+            "\ncontention/ratios: medians of {rounds} rounds; per round each service sends {requests} requests from 1 thread, then from each of 2 threads"
+        );
+        println!(
+            "{:<24} {:>16} {:>17} {:>8} {:>15}",
+            "service", "1 thread ns/req", "2 threads ns/req", "ratio", "quartiles"
+        );
+        let auth = layer.layer(api());
+        let add_authorization = add_authorization();
+        // Time for the given number of threads to send `requests` each.
+        type Threaded<'a> = Box<dyn Fn(usize) -> Duration + 'a>;
+        let services: [(&str, Threaded<'_>); 2] = [
+            (
+                "add_authorization",
+                Box::new(|threads| threaded(&add_authorization, threads, requests)),
+            ),
+            (
+                "auth_service",
+                Box::new(|threads| threaded(&auth, threads, requests)),
+            ),
+        ];
+        // (1 thread, 2 threads, ratio) per service, per round
+        let mut times = vec![(Vec::new(), Vec::new(), Vec::new()); services.len()];
+        for round in 0..rounds {
+            for turn in 0..services.len() {
+                let index = (turn + round) % services.len();
+                let (t1, t2) = ((services[index].1)(1), (services[index].1)(2));
+                let (one, two, ratios) = &mut times[index];
+                one.push(t1.as_nanos() as f64 / requests as f64);
+                two.push(t2.as_nanos() as f64 / requests as f64);
+                ratios.push(t2.as_secs_f64() / t1.as_secs_f64());
+            }
+        }
+        for ((name, _), (one, two, ratios)) in services.iter().zip(&mut times) {
+            let ratio = median(ratios);
+            // Sorted by `median`: the spread of the per-round ratios.
+            let (q1, q3) = (ratios[ratios.len() / 4], ratios[ratios.len() * 3 / 4]);
+            println!(
+                "{:<24} {:>16.1} {:>17.1} {:>8.2} {:>15}",
+                name,
+                median(one),
+                median(two),
+                ratio,
+                format!("{q1:.2}–{q3:.2}"),
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The arguments: criterion's, read again for the tables it does not run. (The same reading
+// as in `benches/refresh.rs` and `benches/sockets.rs`: each bench is its own crate.)
+
+/// How long the tables run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Length {
+    /// `cargo test --benches`: just check that they run.
+    Test,
+    /// `-- --quick` or `BENCH_QUICK=1`.
+    Quick,
+    Full,
+}
+
+struct Args {
+    length: Length,
+    list: bool,
+    filter: Option<String>,
+}
+
+impl Args {
+    fn parse() -> Self {
+        // Criterion's options that take a value, so that the value is not taken for the
+        // filter.
+        const WITH_VALUE: [&str; 19] = [
+            "-c",
+            "--color",
+            "-s",
+            "--save-baseline",
+            "-b",
+            "--baseline",
+            "--baseline-lenient",
+            "--load-baseline",
+            "--format",
+            "--profile-time",
+            "--sample-size",
+            "--warm-up-time",
+            "--measurement-time",
+            "--nresamples",
+            "--noise-threshold",
+            "--confidence-level",
+            "--significance-level",
+            "--plotting-backend",
+            "--output-format",
+        ];
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        let has = |flag: &str| args.iter().any(|arg| arg == flag);
+        let quick = has("--quick") || std::env::var_os("BENCH_QUICK").is_some_and(|v| v != "0");
+        let length = if !has("--bench") || has("--test") {
+            Length::Test
+        } else if quick {
+            Length::Quick
+        } else {
+            Length::Full
+        };
+        let mut filter = None;
+        let mut previous: Option<&str> = None;
+        for arg in &args {
+            let takes_value = previous.is_some_and(|previous| WITH_VALUE.contains(&previous));
+            if !arg.starts_with('-') && !takes_value {
+                filter = Some(arg.clone());
+            }
+            previous = Some(arg);
+        }
+        Self {
+            length,
+            list: has("--list"),
+            filter,
+        }
+    }
+
+    /// Whether the table `name` runs: not when listing, and only if it matches the filter.
+    fn wants(&self, name: &str) -> bool {
+        !self.list
+            && self
+                .filter
+                .as_deref()
+                .is_none_or(|filter| name.contains(filter))
+    }
+}
+
+fn main() {
+    let args = Args::parse();
+    let mut criterion = Criterion::default().configure_from_args();
+    hot_path(&mut criterion);
+    contention(&mut criterion);
+    criterion.final_summary();
+    ratio_tables(args.length, &args);
+}
