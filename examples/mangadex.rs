@@ -30,7 +30,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         .client_secret(env("MANGADEX_CLIENT_SECRET")?)
         .password(env("MANGADEX_USERNAME")?, env("MANGADEX_PASSWORD")?)
         .build(client.clone())?;
-    let layer = AuthLayer::new(refresher).default_lifetime(Duration::from_secs(900));
+    let layer = AuthLayer::builder(refresher)
+        .default_lifetime(Duration::from_secs(900))
+        .build();
     let handle = layer.handle();
 
     // Fail fast on wrong credentials, before the first API call.

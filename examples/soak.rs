@@ -63,9 +63,10 @@ async fn main() -> ExitCode {
         .await
         .expect("start the identity provider");
     let api = Api::start(&idp).await.expect("start the API");
-    let layer = AuthLayer::new(idp.refresher_builder().build_http().expect("a refresher"))
+    let layer = AuthLayer::builder(idp.refresher_builder().build_http().expect("a refresher"))
         .refresh_timeout(REFRESH_TIMEOUT)
-        .retry_backoff(Duration::from_millis(50), Duration::from_millis(400));
+        .retry_backoff(Duration::from_millis(50), Duration::from_millis(400))
+        .build();
 
     // The client counts how often each request (by its `x-request-id`) goes out.
     let sent: Arc<Mutex<HashMap<u64, u32>>> = Arc::default();

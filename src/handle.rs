@@ -1,14 +1,14 @@
 //! The application's view of the token cache.
 
 use std::fmt;
+use std::time::Duration;
 
 use tokio::time::Instant;
-
-use crate::cache::{Entry, Outcome, TokenCache};
 use tower::Service;
 
+use crate::cache::{Entry, Outcome, TokenCache, Windows};
 use crate::refresh::{BoxError, RefreshError, RefreshRequest};
-use crate::token::TokenSet;
+use crate::token::{AccessToken, TokenSet};
 
 /// A handle on the token cache shared by an [`AuthLayer`](crate::AuthLayer) and every service
 /// it made: read the token's state, log in eagerly, force a refresh, set or clear tokens.
@@ -46,11 +46,12 @@ use crate::token::TokenSet;
 #[derive(Clone)]
 pub struct AuthHandle {
     cache: TokenCache,
+    windows: Windows,
 }
 
 impl AuthHandle {
-    pub(crate) fn new(cache: TokenCache) -> Self {
-        Self { cache }
+    pub(crate) fn new(cache: TokenCache, windows: Windows) -> Self {
+        Self { cache, windows }
     }
 
     /// The current token's state, or `None` when there is no token.
@@ -58,10 +59,19 @@ impl AuthHandle {
         self.cache.current_full().as_deref().map(TokenState::of)
     }
 
+    /// The current access token, as it would be sent now, for code that needs the string
+    /// itself (a synchronous gRPC interceptor, a request-signing step): `None` when there is
+    /// no token, or it has expired. Never waits and never refreshes; use
+    /// [`token`](Self::token) first for that. Its `Debug` shows no secret.
+    pub fn access_token(&self) -> Option<AccessToken> {
+        let entry = self.cache.current_full()?;
+        (!entry.is_expired(self.cache.now())).then(|| entry.tokens.access_token().clone())
+    }
+
     /// A token fit to be sent, logging in or refreshing first if needed: what a request does
     /// before it is sent.
     pub async fn token(&self) -> Result<TokenState, RefreshError> {
-        state(self.cache.clone().acquire().await)
+        self.state_of(self.cache.clone().acquire(self.windows).await)
     }
 
     /// Refreshes now (or joins the refresh already running) and returns the new state.
@@ -69,7 +79,11 @@ impl AuthHandle {
     /// This tries even during a backoff or after a terminal failure: it is how an application
     /// says "try again now".
     pub async fn refresh(&self) -> Result<TokenState, RefreshError> {
-        state(self.cache.clone().force().await)
+        self.state_of(self.cache.clone().force(self.windows).await)
+    }
+
+    fn state_of(&self, outcome: Outcome) -> Result<TokenState, RefreshError> {
+        outcome.map(|entry| TokenState::of(&entry))
     }
 
     /// Installs tokens obtained elsewhere (a saved session, another login flow), and ends any
@@ -78,7 +92,7 @@ impl AuthHandle {
     /// A refresh that is running when this is called does not replace them: its waiters get
     /// these tokens. Fails only if the access token cannot be sent in a header.
     pub fn set_tokens(&self, tokens: TokenSet) -> Result<TokenState, RefreshError> {
-        state(self.cache.set(tokens))
+        self.state_of(self.cache.set(tokens))
     }
 
     /// Forgets the current token and any failure: the next request asks the refresher for
@@ -108,12 +122,10 @@ impl fmt::Debug for AuthHandle {
     }
 }
 
-fn state(outcome: Outcome) -> Result<TokenState, RefreshError> {
-    outcome.map(|entry| TokenState::of(&entry))
-}
-
 /// A snapshot of the current token, without the secrets.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// Its `Debug` shows how long each token has left (`expires_in: 899.99s`).
+#[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct TokenState {
     generation: u64,
@@ -126,7 +138,7 @@ impl TokenState {
     fn of(entry: &Entry) -> Self {
         Self {
             generation: entry.generation,
-            expires_at: entry.schedule.expires_at,
+            expires_at: entry.expires_at_instant,
             refresh_expires_at: entry.tokens.refresh_expires_at(),
             has_refresh_token: entry.tokens.refresh_token().is_some(),
         }
@@ -142,13 +154,35 @@ impl TokenState {
         self.expires_at
     }
 
+    /// How long until the access token expires; zero once it has.
+    pub fn expires_in(&self) -> Duration {
+        self.expires_at.saturating_duration_since(Instant::now())
+    }
+
     /// When the refresh token expires, if known.
     pub fn refresh_expires_at(&self) -> Option<Instant> {
         self.refresh_expires_at
     }
 
+    /// How long until the refresh token expires, if known; zero once it has.
+    pub fn refresh_expires_in(&self) -> Option<Duration> {
+        self.refresh_expires_at
+            .map(|at| at.saturating_duration_since(Instant::now()))
+    }
+
     /// Whether there is a refresh token.
     pub fn has_refresh_token(&self) -> bool {
         self.has_refresh_token
+    }
+}
+
+impl fmt::Debug for TokenState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenState")
+            .field("generation", &self.generation)
+            .field("expires_in", &self.expires_in())
+            .field("refresh_expires_in", &self.refresh_expires_in())
+            .field("has_refresh_token", &self.has_refresh_token)
+            .finish()
     }
 }

@@ -94,10 +94,13 @@ pub mod store;
 pub mod test_util;
 mod token;
 
-pub use crate::auth::{AuthLayer, AuthService, InvalidOrigin, Origin, ResponseFuture};
+pub use crate::auth::{
+    AuthLayer, AuthLayerBuilder, AuthService, InvalidOrigin, Origin, Rejection, ResponseFuture,
+};
 pub use crate::handle::{AuthHandle, TokenState};
 pub use crate::refresh::{
     BoxError, RefreshError, RefreshErrorKind, RefreshReason, RefreshRequest, TerminalError,
+    refresh_error,
 };
 pub use crate::token::{AccessToken, RefreshToken, Secret, TokenSet, jwt_expiry};
 

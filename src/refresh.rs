@@ -26,6 +26,7 @@
 use std::error::Error as StdError;
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::token::{RefreshToken, TokenSet};
 
@@ -93,11 +94,30 @@ impl RefreshRequest {
 ///
 /// [`kind`](Self::kind) says what went wrong; for [`RefreshErrorKind::Refresher`], the error
 /// the refresher returned is the [`source`](StdError::source) and can be downcast, e.g. to
-/// [`oauth2::Error`](crate::oauth2::Error) when the crate's OAuth2 refresher is used.
+/// [`oauth2::Error`](crate::oauth2::Error) when the crate's OAuth2 refresher is used. Its
+/// `Display` names the refresher's error too (`the token refresher failed: the token endpoint
+/// rejected …: invalid_grant "Invalid user credentials"`), and says when the error is a
+/// remembered one rather than the outcome of a new attempt ([`is_cached`](Self::is_cached)).
+///
+/// Out of a tower service's `BoxError`, get it with [`refresh_error`](crate::refresh_error).
 #[derive(Clone)]
 pub struct RefreshError {
     kind: RefreshErrorKind,
     source: Option<Arc<dyn StdError + Send + Sync>>,
+    cached: Option<Cached>,
+}
+
+/// Why a remembered error was given instead of calling the refresher.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Cached {
+    /// The backoff after a transient failure has this long to run.
+    For(Duration),
+    /// A terminal failure: until the application sets tokens, replaces the refresher or forces
+    /// a refresh.
+    UntilTheApplicationActs,
+    /// The waiters of a refresh timed out and its exchange is still running; none other starts
+    /// meanwhile (it could spend the refresh token the running one is about to replace).
+    UntilTheRunningRefreshEnds,
 }
 
 /// What kind of failure a [`RefreshError`] is.
@@ -108,29 +128,45 @@ pub enum RefreshErrorKind {
     Refresher,
     /// The refresher returned an access token that cannot be sent in an HTTP header.
     InvalidToken,
-    /// The refresh task ended without an outcome: the refresher panicked, or the runtime
-    /// shut down.
+    /// The refresher returned a token that had already expired (a clock that disagrees with
+    /// the issuer's, or a token endpoint that answers with stale tokens). It is not installed;
+    /// the refresh is tried again after the backoff.
+    AlreadyExpired,
+    /// The refresh ended without an outcome: the refresher panicked (tried again after the
+    /// backoff), or the runtime the layer was pinned to shut down.
     Aborted,
-    /// No tokio runtime was running to drive the refresh.
+    /// The layer could not start its background runtime and no runtime was running to drive
+    /// the refresh.
     NoRuntime,
     /// The refresher did not answer within the refresh timeout
-    /// ([`AuthLayer::refresh_timeout`](crate::AuthLayer::refresh_timeout)).
+    /// ([`AuthLayerBuilder::refresh_timeout`](crate::AuthLayerBuilder::refresh_timeout)). The
+    /// exchange itself goes on, and a late answer is installed.
     Timeout,
-    /// The application cleared the tokens ([`AuthHandle::clear`](crate::AuthHandle::clear))
+    /// The application set or cleared the tokens ([`AuthHandle::clear`](crate::AuthHandle::clear))
     /// while the refresh ran; its result was discarded.
     Superseded,
 }
 
 impl RefreshError {
     pub(crate) fn new(kind: RefreshErrorKind) -> Self {
-        Self { kind, source: None }
+        Self {
+            kind,
+            source: None,
+            cached: None,
+        }
     }
 
     pub(crate) fn refresher(source: BoxError) -> Self {
         Self {
             kind: RefreshErrorKind::Refresher,
             source: Some(Arc::from(source)),
+            cached: None,
         }
+    }
+
+    pub(crate) fn cached(mut self, why: Cached) -> Self {
+        self.cached = Some(why);
+        self
     }
 
     /// What went wrong.
@@ -142,6 +178,21 @@ impl RefreshError {
     pub fn refresher_error(&self) -> Option<&(dyn StdError + Send + Sync + 'static)> {
         self.source.as_deref()
     }
+
+    /// Whether this is a remembered failure, given without calling the refresher: during the
+    /// backoff after a transient failure, after a terminal one, or while a timed-out refresh
+    /// is still running.
+    pub fn is_cached(&self) -> bool {
+        self.cached.is_some()
+    }
+
+    /// For a remembered transient failure, how long until the refresher is tried again.
+    pub fn retry_in(&self) -> Option<Duration> {
+        match self.cached {
+            Some(Cached::For(wait)) => Some(wait),
+            _ => None,
+        }
+    }
 }
 
 impl fmt::Debug for RefreshError {
@@ -149,6 +200,7 @@ impl fmt::Debug for RefreshError {
         f.debug_struct("RefreshError")
             .field("kind", &self.kind)
             .field("source", &self.source)
+            .field("cached", &self.cached)
             .finish()
     }
 }
@@ -160,11 +212,33 @@ impl fmt::Display for RefreshError {
             RefreshErrorKind::InvalidToken => {
                 "the token refresher returned an access token that is not a valid header value"
             }
+            RefreshErrorKind::AlreadyExpired => {
+                "the token refresher returned a token that had already expired"
+            }
             RefreshErrorKind::Aborted => "the token refresh ended without an outcome",
             RefreshErrorKind::NoRuntime => "no tokio runtime is running to refresh the token",
             RefreshErrorKind::Timeout => "the token refresher did not answer in time",
             RefreshErrorKind::Superseded => "the tokens were cleared while the refresh ran",
-        })
+        })?;
+        // The refresher's own words are what a user needs (`invalid_grant "Invalid user
+        // credentials"`); the error types of this crate never carry a secret in them.
+        if let Some(source) = &self.source {
+            write!(f, ": {source}")?;
+        }
+        match self.cached {
+            None => Ok(()),
+            Some(Cached::For(wait)) => write!(
+                f,
+                " (remembered: not retried for another {:.1} s)",
+                wait.as_secs_f64()
+            ),
+            Some(Cached::UntilTheApplicationActs) => {
+                f.write_str(" (remembered: not retried until the application acts)")
+            }
+            Some(Cached::UntilTheRunningRefreshEnds) => {
+                f.write_str(" (remembered: a refresh past its timeout is still running)")
+            }
+        }
     }
 }
 
@@ -176,14 +250,50 @@ impl StdError for RefreshError {
     }
 }
 
+/// The [`RefreshError`] in an error's cause chain, if a failed refresh is what it is: for the
+/// `BoxError` of an [`AuthService`](crate::AuthService), also behind tower's `Buffer` and other
+/// wrappers that keep the cause as a source.
+///
+/// ```
+/// # use std::io;
+/// # use tower::{service_fn, ServiceExt, Layer};
+/// # use tower_auth_refresh::{AuthLayer, RefreshRequest, TokenSet};
+/// use tower_auth_refresh::{refresh_error, RefreshErrorKind};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let refresher = service_fn(|_: RefreshRequest| async {
+///     Err::<TokenSet, _>(io::Error::other("the token endpoint is down"))
+/// });
+/// # let api = service_fn(|_: http::Request<String>| async { Ok::<_, io::Error>(http::Response::new(String::new())) });
+/// let client = tower::buffer::Buffer::new(AuthLayer::new(refresher).layer(api), 8);
+///
+/// let error = client.oneshot(http::Request::new(String::new())).await.unwrap_err();
+/// let refresh = refresh_error(&*error).expect("a failed refresh");
+/// assert_eq!(refresh.kind(), RefreshErrorKind::Refresher);
+/// assert!(refresh.to_string().contains("the token endpoint is down"));
+/// # }
+/// ```
+pub fn refresh_error<'a>(error: &'a (dyn StdError + 'static)) -> Option<&'a RefreshError> {
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        if let Some(refresh) = error.downcast_ref::<RefreshError>() {
+            return Some(refresh);
+        }
+        cause = error.source();
+    }
+    None
+}
+
 /// A refresher error that retrying cannot cure, e.g. revoked credentials.
 ///
 /// Return it (or any error whose boxed form is one) from a refresher of your own: the cache
-/// then stops calling the refresher, and every request fails at once with this error, until
-/// the application sets tokens, replaces the refresher or forces a refresh through the
-/// [`AuthHandle`](crate::AuthHandle). Other errors are taken as transient and retried after a
-/// backoff. The [`OAuth2Refresher`](crate::oauth2::OAuth2Refresher)'s refusals (rejected
-/// credentials, a refused refresh token with no login) are terminal too.
+/// then stops calling the refresher until the application sets tokens, replaces the refresher,
+/// clears the session or forces a refresh through the [`AuthHandle`](crate::AuthHandle).
+/// Meanwhile a token that is still valid keeps being sent (it may well still work); a request
+/// that needs a new one fails at once with this error. Other errors are taken as transient and
+/// retried after a backoff. The [`OAuth2Refresher`](crate::oauth2::OAuth2Refresher)'s refusals
+/// (rejected credentials, a refused refresh token with no login) are terminal too.
 #[derive(Debug)]
 pub struct TerminalError(BoxError);
 

@@ -349,7 +349,8 @@ async fn a_dropped_caller_does_not_cancel_the_refresh() {
     assert_eq!(handle.state().unwrap().generation(), 1);
 }
 
-// 5. A failed refresh reaches every waiter; after a backoff, the next request tries again.
+// 5. A failed refresh reaches every waiter, once the flight's quick retries (1 + 4 calls) failed
+// too; after a backoff, the next request tries again.
 #[tokio::test(start_paused = true)]
 async fn a_refresh_error_reaches_every_waiter_and_does_not_stick() {
     #[derive(Debug)]
@@ -368,7 +369,7 @@ async fn a_refresh_error_reaches_every_waiter_and_does_not_stick() {
             let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
             async move {
                 tokio::time::sleep(Duration::from_millis(50)).await;
-                if n == 1 {
+                if n <= FAILING_CALLS {
                     Err(Down)
                 } else {
                     Ok(TokenSet::new("token-1").with_expires_in(LIFETIME))
@@ -376,6 +377,7 @@ async fn a_refresh_error_reaches_every_waiter_and_does_not_stick() {
             }
         })
     };
+    const FAILING_CALLS: usize = 5;
     let service = AuthLayer::new(refresher).layer(api(|_| true, Arc::default()));
 
     let waiters: Vec<_> = (0..50)
@@ -393,22 +395,31 @@ async fn a_refresh_error_reaches_every_waiter_and_does_not_stick() {
             std::error::Error::source(error).unwrap().to_string(),
             "identity provider down"
         );
+        assert_eq!(
+            error.to_string(),
+            "the token refresher failed: identity provider down"
+        );
     }
-    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(calls.load(Ordering::SeqCst), FAILING_CALLS);
 
     // During the backoff (1 s by default) a request fails at once with the same error,
     // without calling the refresher.
     let started = Instant::now();
     let error = service.clone().oneshot(get()).await.unwrap_err();
     assert_eq!(started.elapsed(), Duration::ZERO);
-    assert!(error.downcast_ref::<RefreshError>().is_some());
-    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    let error = error.downcast_ref::<RefreshError>().unwrap();
+    assert!(error.is_cached(), "{error}");
+    assert!(
+        error.to_string().contains("not retried for another"),
+        "{error}"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), FAILING_CALLS);
 
     // After it, the next request tries again and succeeds.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let response = service.oneshot(get()).await.unwrap();
     assert_eq!(body_text(response).await, "Bearer token-1");
-    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(calls.load(Ordering::SeqCst), FAILING_CALLS + 1);
 }
 
 // A refresher that panics does not wedge the cache either: an error, a backoff, another try.

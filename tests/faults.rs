@@ -12,7 +12,9 @@ use tokio::time::Instant;
 use tower::{BoxError, Layer, ServiceExt};
 use tower_auth_refresh::oauth2::{ErrorKind, HttpClient};
 use tower_auth_refresh::test_util::{Api, ChunkedBody, Fault, IdentityProvider, ProviderConfig};
-use tower_auth_refresh::{AuthLayer, AuthService, RefreshError, RefreshErrorKind};
+use tower_auth_refresh::{
+    AuthLayer, AuthLayerBuilder, AuthService, RefreshError, RefreshErrorKind,
+};
 
 #[derive(Clone)]
 struct Rig {
@@ -22,12 +24,16 @@ struct Rig {
     service: AuthService<HttpClient>,
 }
 
-async fn rig(config: ProviderConfig, layer: impl FnOnce(AuthLayer) -> AuthLayer) -> Rig {
+async fn rig(
+    config: ProviderConfig,
+    layer: impl FnOnce(AuthLayerBuilder) -> AuthLayerBuilder,
+) -> Rig {
     let idp = IdentityProvider::start(config).await.unwrap();
     let api = Api::start(&idp).await.unwrap();
-    let layer = layer(AuthLayer::new(
+    let layer = layer(AuthLayer::builder(
         idp.refresher_builder().build_http().unwrap(),
-    ));
+    ))
+    .build();
     Rig {
         service: layer.layer(Client::builder(TokioExecutor::new()).build_http()),
         layer,
@@ -104,25 +110,28 @@ async fn rejected_credentials_stop_all_further_attempts() {
 }
 
 // A transient failure backs off: requests fail fast with the last error until the backoff
-// (here at least the server's Retry-After) ends; then the next request tries again.
+// (here at least the server's Retry-After, longer than the requests may wait) ends; then the
+// next request tries again.
 #[tokio::test]
 async fn a_429_with_retry_after_is_honoured() {
     let rig = rig(ProviderConfig::default(), |layer| {
-        layer.retry_backoff(Duration::from_millis(10), Duration::from_millis(20))
+        layer
+            .retry_backoff(Duration::from_millis(10), Duration::from_millis(20))
+            .refresh_timeout(Duration::from_millis(500))
     })
     .await;
     rig.idp.push_fault(Fault::too_many_requests(1));
     let error = rig.get().await.unwrap_err();
     let error = refresh_error(&error);
     assert_eq!(oauth2_kind(error), Some(ErrorKind::Transient));
+    assert!(!error.is_cached(), "the answer of a call: {error}");
 
     let started = Instant::now();
     while Instant::now() - started < Duration::from_millis(800) {
         let error = rig.get().await.unwrap_err();
-        assert_eq!(
-            oauth2_kind(refresh_error(&error)),
-            Some(ErrorKind::Transient)
-        );
+        let error = refresh_error(&error);
+        assert_eq!(oauth2_kind(error), Some(ErrorKind::Transient));
+        assert!(error.is_cached(), "{error}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(
@@ -208,7 +217,8 @@ async fn a_failing_background_refresh_keeps_serving_and_backs_off() {
 }
 
 // The token endpoint fails while 500 requests wait: every one gets the error, none hangs, the
-// endpoint saw one call; after recovery the next request succeeds.
+// endpoint saw one call and the flight's quick retries; after recovery the next request
+// succeeds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_hundred_waiters_share_one_failure() {
     let rig = rig(ProviderConfig::default(), |layer| {
@@ -230,8 +240,8 @@ async fn five_hundred_waiters_share_one_failure() {
     }
     assert_eq!(
         rig.idp.stats().requests,
-        1,
-        "one call to the token endpoint"
+        5,
+        "one call to the token endpoint, and four quick retries"
     );
 
     rig.idp.set_fault(None);

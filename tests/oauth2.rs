@@ -309,8 +309,9 @@ async fn expiry_comes_from_expires_in_then_the_jwt_then_the_default() {
     )
     .await
     .unwrap();
-    let layer = AuthLayer::new(idp.refresher_builder().build_http().unwrap())
-        .default_lifetime(Duration::from_secs(900));
+    let layer = AuthLayer::builder(idp.refresher_builder().build_http().unwrap())
+        .default_lifetime(Duration::from_secs(900))
+        .build();
     let handle = layer.handle();
     let left = handle.token().await.unwrap().expires_at() - Instant::now();
     // The JWT exp is in whole seconds of the wall clock.

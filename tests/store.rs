@@ -150,14 +150,16 @@ async fn on_tokens_sees_every_new_token_set() {
         .await
         .unwrap();
     let seen = Arc::new(Mutex::new(Vec::<String>::new()));
-    let layer = AuthLayer::new(idp.refresher_builder().build_http().unwrap()).on_tokens({
-        let seen = seen.clone();
-        move |tokens: &TokenSet| {
-            seen.lock()
-                .unwrap()
-                .push(tokens.refresh_token().unwrap().secret().to_owned());
-        }
-    });
+    let layer = AuthLayer::builder(idp.refresher_builder().build_http().unwrap())
+        .on_tokens({
+            let seen = seen.clone();
+            move |tokens: &TokenSet| {
+                seen.lock()
+                    .unwrap()
+                    .push(tokens.refresh_token().unwrap().secret().to_owned());
+            }
+        })
+        .build();
     let handle = layer.handle();
     handle.token().await.unwrap();
     handle.refresh().await.unwrap();

@@ -9,8 +9,10 @@ use pin_project_lite::pin_project;
 use tower::Service;
 use tower::util::Oneshot;
 
-use super::layer::Rejection;
-use crate::cache::{Outcome, TokenCache};
+use std::sync::Arc;
+
+use super::service::Shared;
+use crate::cache::Outcome;
 use crate::refresh::BoxError;
 
 /// Waiting for a token: boxed, as it only happens off the hot path (no token yet, a token in
@@ -54,8 +56,8 @@ pin_project! {
         retry_service: Option<S>,
         // The generation of the token the request was sent with.
         generation: u64,
-        cache: Option<TokenCache>,
-        rejection: Rejection,
+        // The service's view of the session; `None` for a request that is not ours.
+        shared: Option<Arc<Shared>>,
     }
 }
 
@@ -91,6 +93,7 @@ pin_project! {
         Retrying {
             #[pin]
             future: Oneshot<S, Request<B>>,
+            generation: u64,
         },
     }
 }
@@ -105,8 +108,7 @@ where
             replay: None,
             retry_service: None,
             generation: NOT_OURS,
-            cache: None,
-            rejection: Rejection::default(),
+            shared: None,
         }
     }
 
@@ -114,8 +116,7 @@ where
         future: S::Future,
         generation: u64,
         retry: Option<(Replay<B>, S)>,
-        cache: TokenCache,
-        rejection: Rejection,
+        shared: Arc<Shared>,
     ) -> Self {
         let (replay, retry_service) = retry.unzip();
         Self {
@@ -123,8 +124,7 @@ where
             replay,
             retry_service,
             generation,
-            cache: Some(cache),
-            rejection,
+            shared: Some(shared),
         }
     }
 
@@ -132,20 +132,18 @@ where
         request: Request<B>,
         service: S,
         replay: Option<Replay<B>>,
-        cache: TokenCache,
-        rejection: Rejection,
+        shared: Arc<Shared>,
     ) -> Self {
         Self {
             state: State::Waiting {
-                wait: Box::pin(cache.clone().acquire()),
+                wait: Box::pin(shared.cache.clone().acquire(shared.windows)),
                 request: Some(request),
                 service: Some(service),
             },
             replay,
             retry_service: None,
             generation: NOT_OURS,
-            cache: Some(cache),
-            rejection,
+            shared: Some(shared),
         }
     }
 }
@@ -197,25 +195,40 @@ where
                 }
                 StateProj::Sent { future } => {
                     let response = ready!(future.poll(cx)).map_err(Into::into)?;
-                    let Some(cache) = this.cache.as_ref() else {
+                    let Some(shared) = this.shared.as_ref() else {
                         return Poll::Ready(Ok(response));
                     };
-                    if *this.generation == NOT_OURS
-                        || !this
-                            .rejection
-                            .matches(response.status(), response.headers())
+                    let generation = *this.generation;
+                    if generation == NOT_OURS {
+                        return Poll::Ready(Ok(response));
+                    }
+                    if !shared
+                        .rejection
+                        .matches(response.status(), response.headers())
+                    {
+                        shared.cache.accepted(generation);
+                        return Poll::Ready(Ok(response));
+                    }
+                    if !answered_by_allowed_origin(&response, shared)
+                        || !shared.cache.rejected(generation)
                     {
                         return Poll::Ready(Ok(response));
                     }
+                    let status = response.status().as_u16();
                     let replay = this.replay.take().and_then(Replay::into_request);
                     match replay.zip(this.retry_service.take()) {
                         Some(retry) => {
                             tracing::debug!(
-                                generation = *this.generation,
-                                status = response.status().as_u16(),
+                                generation,
+                                status,
                                 "token rejected; retrying with a newer token"
                             );
-                            let wait = Box::pin(cache.clone().after_rejection(*this.generation));
+                            let wait = Box::pin(
+                                shared
+                                    .cache
+                                    .clone()
+                                    .after_rejection(generation, shared.windows),
+                            );
                             this.state.set(State::Refreshing {
                                 wait,
                                 retry: Some(retry),
@@ -223,11 +236,13 @@ where
                         }
                         None => {
                             tracing::debug!(
-                                generation = *this.generation,
-                                status = response.status().as_u16(),
+                                generation,
+                                status,
                                 "token rejected; the request cannot be replayed"
                             );
-                            cache.refresh_after_rejection(*this.generation);
+                            shared
+                                .cache
+                                .refresh_after_rejection(generation, &shared.windows);
                             return Poll::Ready(Ok(response));
                         }
                     }
@@ -241,14 +256,43 @@ where
                         .headers_mut()
                         .insert(AUTHORIZATION, entry.header.clone());
                     let future = Oneshot::new(service, request);
-                    this.state.set(State::Retrying { future });
+                    this.state.set(State::Retrying {
+                        future,
+                        generation: entry.generation,
+                    });
                 }
-                StateProj::Retrying { future } => {
-                    return future.poll(cx).map_err(Into::into);
+                StateProj::Retrying { future, generation } => {
+                    let response = ready!(future.poll(cx)).map_err(Into::into)?;
+                    if let Some(shared) = this.shared.as_ref() {
+                        if shared
+                            .rejection
+                            .matches(response.status(), response.headers())
+                        {
+                            shared.cache.retry_rejected(*generation);
+                        } else {
+                            shared.cache.accepted(*generation);
+                        }
+                    }
+                    return Poll::Ready(Ok(response));
                 }
             }
         }
     }
+}
+
+/// Whether the response came from an origin the token may go to. A redirect followed inside
+/// the stack (tower-http's `FollowRedirect` records the last URI as `RequestUri`) may end at
+/// another origin, whose 401 says nothing about this layer's token.
+fn answered_by_allowed_origin<T>(response: &Response<T>, shared: &Shared) -> bool {
+    #[cfg(feature = "tower-http")]
+    if let Some(uri) = response
+        .extensions()
+        .get::<tower_http::follow_redirect::RequestUri>()
+    {
+        return shared.origins.allow(&uri.0);
+    }
+    let _ = (response, shared);
+    true
 }
 
 impl<S, B> fmt::Debug for ResponseFuture<S, B>

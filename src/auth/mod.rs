@@ -1,11 +1,17 @@
-//! The tower plumbing: the layer, the service, and its response future.
+//! The tower plumbing: the layer and its builder, the service, its response future, and the
+//! two things they ask of every request (which origins get the token, which responses are
+//! rejections).
 
+mod builder;
 mod future;
 mod layer;
 mod origin;
+mod rejection;
 mod service;
 
+pub use self::builder::AuthLayerBuilder;
 pub use self::future::ResponseFuture;
 pub use self::layer::AuthLayer;
 pub use self::origin::{InvalidOrigin, Origin};
+pub use self::rejection::Rejection;
 pub use self::service::AuthService;

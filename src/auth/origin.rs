@@ -1,5 +1,7 @@
 use std::fmt;
+use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use http::Uri;
 
@@ -105,26 +107,98 @@ impl fmt::Display for Origin {
     }
 }
 
-/// The origins a layer sends its token to; `None` is every origin.
+/// The origins a layer sends its token to.
+///
+/// With no list, the safe default: any `https` origin, and plain `http` only to this machine
+/// (`localhost`, `127.0.0.0/8`, `[::1]`): a token never crosses a network in the clear unless
+/// the application allows that origin by name. With a list, exactly the origins on it.
+///
+/// A relative URI (a path only) goes to whatever origin the inner service adds (tonic's and
+/// kube's clients do so): with no list it is allowed; with a list, only if the application said
+/// where relative URIs go ([`AuthLayer::origin_of_relative`](crate::AuthLayer::origin_of_relative))
+/// and that origin is on the list.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct Origins(Option<Arc<[Origin]>>);
+pub(crate) struct Origins {
+    list: Option<Arc<[Origin]>>,
+    relative: Option<Origin>,
+    /// Set once the first relative request was sent without the token, to warn only once.
+    warned: Arc<AtomicBool>,
+}
 
 impl Origins {
     #[inline]
     pub(crate) fn allow(&self, uri: &Uri) -> bool {
-        match &self.0 {
-            None => true,
+        if uri.scheme().is_none() && uri.authority().is_none() {
+            return self.allow_relative();
+        }
+        match &self.list {
+            None => safe_default(uri),
             Some(origins) => origins.iter().any(|origin| origin.matches(uri)),
         }
     }
 
+    /// Whether an origin (not a URI) may get the token.
+    pub(crate) fn allow_origin(&self, origin: &Origin) -> bool {
+        match &self.list {
+            None => origin.https || is_loopback(&origin.host),
+            Some(origins) => origins.contains(origin),
+        }
+    }
+
+    fn allow_relative(&self) -> bool {
+        match (&self.relative, &self.list) {
+            (Some(origin), _) => self.allow_origin(origin),
+            (None, None) => true,
+            (None, Some(_)) => {
+                if !self.warned.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        "a request with a relative URI was sent without the token: the layer \
+                         has an origin allow-list; say where relative URIs go with \
+                         `AuthLayer::origin_of_relative`"
+                    );
+                }
+                false
+            }
+        }
+    }
+
     pub(crate) fn with(&self, origin: Origin) -> Self {
-        let mut origins: Vec<Origin> = self.0.as_deref().unwrap_or_default().to_vec();
+        let mut origins: Vec<Origin> = self.list.as_deref().unwrap_or_default().to_vec();
         if !origins.contains(&origin) {
             origins.push(origin);
         }
-        Self(Some(origins.into()))
+        Self {
+            list: Some(origins.into()),
+            relative: self.relative.clone(),
+            warned: Arc::default(),
+        }
     }
+
+    pub(crate) fn with_relative(&self, origin: Origin) -> Self {
+        Self {
+            list: self.list.clone(),
+            relative: Some(origin),
+            warned: Arc::default(),
+        }
+    }
+}
+
+/// `https` anywhere; `http` only to this machine.
+fn safe_default(uri: &Uri) -> bool {
+    match scheme_is_https(uri) {
+        Some(true) => true,
+        Some(false) => uri.host().is_some_and(is_loopback),
+        None => false,
+    }
+}
+
+/// `localhost`, `127.0.0.0/8` or `[::1]`.
+fn is_loopback(host: &str) -> bool {
+    if host.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 #[cfg(test)]
@@ -172,7 +246,47 @@ mod tests {
     }
 
     #[test]
-    fn an_empty_list_allows_everything_and_a_list_only_its_origins() {
+    fn the_default_sends_the_token_over_https_or_to_this_machine_only() {
+        let default = Origins::default();
+        for uri in [
+            "https://api.mangadex.org/user/me",
+            "http://127.0.0.1:8080/x",
+            "http://127.3.0.1/x",
+            "http://localhost/x",
+            "http://[::1]:80/x",
+            "/relative/path",
+        ] {
+            assert!(default.allow(&uri.parse().unwrap()), "{uri}");
+        }
+        for uri in [
+            "http://api.mangadex.org/user/me",
+            "http://10.0.0.1/x",
+            "http://127.0.0.1.evil.example/x",
+            "ws://127.0.0.1/x",
+        ] {
+            assert!(!default.allow(&uri.parse().unwrap()), "{uri}");
+        }
+    }
+
+    #[test]
+    fn relative_uris_with_a_list_need_a_named_origin() {
+        let api = Origin::from_static("https://api.example");
+        let listed = Origins::default().with(api.clone());
+        let relative: Uri = "/pkg.Service/Method".parse().unwrap();
+        assert!(!listed.allow(&relative));
+        assert!(listed.with_relative(api.clone()).allow(&relative));
+        let elsewhere = Origin::from_static("https://other.example");
+        assert!(!listed.with_relative(elsewhere).allow(&relative));
+        assert!(
+            !Origins::default()
+                .with_relative(Origin::from_static("http://remote.example"))
+                .allow(&relative),
+            "plain http to another machine is refused by default"
+        );
+    }
+
+    #[test]
+    fn an_empty_list_allows_by_default_and_a_list_only_its_origins() {
         let uri: Uri = "https://a.example/x".parse().unwrap();
         assert!(Origins::default().allow(&uri));
         let only_b = Origins::default().with(Origin::from_static("https://b.example"));

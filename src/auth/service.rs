@@ -1,5 +1,6 @@
 use std::fmt;
 use std::mem;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::header::AUTHORIZATION;
@@ -7,9 +8,9 @@ use http::{Request, Response};
 use tower::Service;
 
 use super::future::{Replay, ResponseFuture};
-use super::layer::Rejection;
 use super::origin::Origins;
-use crate::cache::{Phase, TokenCache};
+use super::rejection::Rejection;
+use crate::cache::{Phase, TokenCache, Windows};
 use crate::refresh::BoxError;
 use crate::replay::{CloneBody, ReplayPolicy};
 
@@ -30,26 +31,37 @@ use crate::replay::{CloneBody, ReplayPolicy};
 #[derive(Clone)]
 pub struct AuthService<S, P = CloneBody> {
     inner: S,
-    cache: TokenCache,
     replay: P,
-    rejection: Rejection,
-    origins: Origins,
+    /// What every request may need: one reference count per request that needs it.
+    shared: Arc<Shared>,
+}
+
+/// A service's view of the session: the shared cache, and this layer value's settings.
+pub(super) struct Shared {
+    pub(super) cache: TokenCache,
+    pub(super) windows: Windows,
+    pub(super) rejection: Rejection,
+    pub(super) origins: Origins,
 }
 
 impl<S, P> AuthService<S, P> {
     pub(super) fn from_parts(
         inner: S,
         cache: TokenCache,
+        windows: Windows,
         replay: P,
         rejection: Rejection,
         origins: Origins,
     ) -> Self {
         Self {
             inner,
-            cache,
             replay,
-            rejection,
-            origins,
+            shared: Arc::new(Shared {
+                cache,
+                windows,
+                rejection,
+                origins,
+            }),
         }
     }
 
@@ -84,8 +96,9 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
+        let shared = &*self.shared;
         let ours =
-            !request.headers().contains_key(AUTHORIZATION) && self.origins.allow(request.uri());
+            !request.headers().contains_key(AUTHORIZATION) && shared.origins.allow(request.uri());
         let mut request = self.replay.prepare(request);
         if !ours {
             return ResponseFuture::passthrough(self.inner.call(request));
@@ -94,15 +107,18 @@ where
             .replay
             .clone_request(&request)
             .map(|copy| Replay::new(copy, P::can_replay));
-        let current = self.cache.current();
+        let now = shared.cache.now();
+        let current = shared.cache.current();
         let usable = current
             .as_deref()
-            .map(|entry| (entry, entry.phase()))
+            .map(|entry| (entry, entry.phase(now, &shared.windows)))
             .filter(|(_, phase)| *phase <= Phase::Soft);
         match usable {
             Some((entry, phase)) => {
                 if phase == Phase::Soft {
-                    self.cache.refresh_in_background(entry);
+                    shared
+                        .cache
+                        .refresh_in_background(entry, now, &shared.windows);
                 }
                 request
                     .headers_mut()
@@ -114,8 +130,7 @@ where
                     self.inner.call(request),
                     generation,
                     retry,
-                    self.cache.clone(),
-                    self.rejection.clone(),
+                    Arc::clone(&self.shared),
                 )
             }
             None => {
@@ -125,13 +140,7 @@ where
                 // ready once the token is there.
                 let unready = self.inner.clone();
                 drop(mem::replace(&mut self.inner, unready.clone()));
-                ResponseFuture::waiting(
-                    request,
-                    unready,
-                    replay,
-                    self.cache.clone(),
-                    self.rejection.clone(),
-                )
+                ResponseFuture::waiting(request, unready, replay, Arc::clone(&self.shared))
             }
         }
     }
@@ -142,7 +151,8 @@ impl<S: fmt::Debug, P: fmt::Debug> fmt::Debug for AuthService<S, P> {
         f.debug_struct("AuthService")
             .field("inner", &self.inner)
             .field("replay", &self.replay)
-            .field("rejection", &self.rejection)
+            .field("rejection", &self.shared.rejection)
+            .field("origins", &self.shared.origins)
             .finish_non_exhaustive()
     }
 }

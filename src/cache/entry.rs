@@ -1,41 +1,26 @@
-//! One token as the cache serves it: the header built once, the generation, and the phase
-//! that a timer moves through the refresh windows.
+//! A token installed in the cache, and where it stands by the clock.
 
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use http::HeaderValue;
-use tokio::runtime::Handle;
-use tokio::task::AbortHandle;
-use tokio::time::Instant;
 
-use super::windows::Schedule;
+use super::clock::Ticks;
+use super::windows::Windows;
 use crate::token::TokenSet;
 
-/// Where a token stands: moved forward by a timer, read on every request.
+/// Where a token stands, by the clock and the windows of the layer asking.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-#[repr(u8)]
 pub(crate) enum Phase {
     /// Valid and not yet in any window.
-    Fresh = 0,
+    Fresh,
     /// In the soft window: still served, refreshed in the background.
-    Soft = 1,
+    Soft,
     /// In the hard window or expired: requests wait for a refresh.
-    Hard = 2,
-    /// No timer runs for this token yet (it was installed outside a runtime): ask the clock.
-    Unarmed = 3,
+    Hard,
 }
 
-impl Phase {
-    fn from_u8(value: u8) -> Self {
-        match value {
-            0 => Self::Fresh,
-            1 => Self::Soft,
-            2 => Self::Hard,
-            _ => Self::Unarmed,
-        }
-    }
-}
+/// `next_background` once a background refresh started for the token: none other starts.
+const STARTED: Ticks = Ticks::MAX;
 
 /// A token installed in the cache.
 pub(crate) struct Entry {
@@ -43,11 +28,20 @@ pub(crate) struct Entry {
     /// `Bearer <token>`, marked sensitive; cloning it is a reference count.
     pub(crate) header: HeaderValue,
     pub(crate) generation: u64,
-    pub(crate) schedule: Schedule,
-    phase: Arc<AtomicU8>,
-    timer: OnceLock<AbortHandle>,
-    /// Set once a request has started the background refresh for this token.
-    pub(crate) background_refresh: AtomicBool,
+    pub(crate) expires_at: Ticks,
+    /// The same instant on tokio's clock, for reports to the application.
+    pub(crate) expires_at_instant: tokio::time::Instant,
+    pub(crate) installed_at: Ticks,
+    /// Whether a rejection of the previous token is why this one was got.
+    pub(crate) after_rejection: bool,
+    /// The soft window of a short-lived token is at most half its lifetime: a 3 s token is
+    /// refreshed 1.5 s before expiry, not 60 s before (which would be at once, and forever).
+    soft_cap: Ticks,
+    /// The hard window is at most a tenth of its lifetime.
+    hard_cap: Ticks,
+    /// When a background refresh may start (after a failed one, once its backoff ends);
+    /// [`STARTED`] once one has.
+    next_background: AtomicU64,
 }
 
 impl Entry {
@@ -55,129 +49,144 @@ impl Entry {
         tokens: TokenSet,
         header: HeaderValue,
         generation: u64,
-        schedule: Schedule,
+        installed_at: Ticks,
+        expires_at: (Ticks, tokio::time::Instant),
+        after_rejection: bool,
     ) -> Self {
-        let entry = Self {
+        let (expires_at, expires_at_instant) = expires_at;
+        let lifetime = expires_at.saturating_sub(installed_at);
+        Self {
             tokens,
             header,
             generation,
-            schedule,
-            phase: Arc::new(AtomicU8::new(Phase::Unarmed as u8)),
-            timer: OnceLock::new(),
-            background_refresh: AtomicBool::new(false),
-        };
-        entry.arm();
-        entry
-    }
-
-    /// The phase as last set by the timer: one relaxed load, for the hot path. A late timer
-    /// only means a token is sent a little longer, and a 401 then refreshes it. A timer that
-    /// ended early (its runtime shut down) no longer moves the phase: the clock decides.
-    #[inline]
-    pub(crate) fn phase(&self) -> Phase {
-        match Phase::from_u8(self.phase.load(Ordering::Relaxed)) {
-            phase @ (Phase::Fresh | Phase::Soft) if self.timer_ended() => {
-                phase.max(self.phase_at(Instant::now()))
-            }
-            phase => phase,
+            expires_at,
+            expires_at_instant,
+            installed_at,
+            after_rejection,
+            soft_cap: lifetime / 2,
+            hard_cap: lifetime / 10,
+            next_background: AtomicU64::new(0),
         }
     }
 
-    fn timer_ended(&self) -> bool {
-        self.timer.get().is_some_and(AbortHandle::is_finished)
+    /// The same token with other token-set details (a refresh token issued later): same
+    /// header, generation and expiry.
+    pub(crate) fn with_tokens(&self, tokens: TokenSet) -> Self {
+        Self {
+            tokens,
+            header: self.header.clone(),
+            generation: self.generation,
+            expires_at: self.expires_at,
+            expires_at_instant: self.expires_at_instant,
+            installed_at: self.installed_at,
+            after_rejection: self.after_rejection,
+            soft_cap: self.soft_cap,
+            hard_cap: self.hard_cap,
+            next_background: AtomicU64::new(self.next_background.load(Ordering::Relaxed)),
+        }
     }
 
-    /// The phase by the clock, arming the timer if none runs yet.
-    pub(crate) fn phase_now(&self) -> Phase {
-        self.arm();
-        self.phase_at(Instant::now())
-    }
-
-    fn phase_at(&self, now: Instant) -> Phase {
-        if now >= self.schedule.hard_at {
+    /// The token's phase at `now` for a layer with these windows: a few integer operations,
+    /// for the hot path.
+    #[inline]
+    pub(crate) fn phase(&self, now: Ticks, windows: &Windows) -> Phase {
+        let soft = windows.soft.min(self.soft_cap);
+        let hard = windows.hard.min(self.hard_cap).min(soft);
+        let left = self.expires_at.saturating_sub(now);
+        if left <= hard {
             Phase::Hard
-        } else if now >= self.schedule.soft_at {
+        } else if left <= soft {
             Phase::Soft
         } else {
             Phase::Fresh
         }
     }
 
-    /// Whether the token has expired.
-    pub(crate) fn is_expired(&self) -> bool {
-        Instant::now() >= self.schedule.expires_at
+    pub(crate) fn is_expired(&self, now: Ticks) -> bool {
+        now >= self.expires_at
     }
 
-    /// Starts the timer that moves the phase at the window edges, when a runtime is there.
-    fn arm(&self) {
-        if self.timer.get().is_some() {
-            return;
-        }
-        let Ok(runtime) = Handle::try_current() else {
-            return;
-        };
-        let phase = Arc::clone(&self.phase);
-        let schedule = self.schedule;
-        self.timer.get_or_init(|| {
-            let now = Instant::now();
-            phase.store(self.phase_at(now) as u8, Ordering::Relaxed);
-            runtime
-                .spawn(async move {
-                    for (at, next) in [
-                        (schedule.soft_at, Phase::Soft),
-                        (schedule.hard_at, Phase::Hard),
-                    ] {
-                        tokio::time::sleep_until(at).await;
-                        phase.fetch_max(next as u8, Ordering::Relaxed);
-                    }
-                })
-                .abort_handle()
-        });
+    /// Claims the background refresh of this token: `true` once per token, and again only
+    /// after [`allow_background_at`](Self::allow_background_at).
+    #[inline]
+    pub(crate) fn claim_background(&self, now: Ticks) -> bool {
+        // A load first: once claimed, every later request in the window stops here without
+        // writing to the shared cache line.
+        let at = self.next_background.load(Ordering::Relaxed);
+        now >= at
+            && self
+                .next_background
+                .compare_exchange(at, STARTED, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
     }
-}
 
-impl Drop for Entry {
-    fn drop(&mut self) {
-        if let Some(timer) = self.timer.get() {
-            timer.abort();
-        }
+    /// Lets a background refresh start again at `at` (`None`: never, after a terminal failure).
+    pub(crate) fn allow_background_at(&self, at: Option<Ticks>) {
+        self.next_background
+            .store(at.unwrap_or(STARTED), Ordering::Release);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cache::windows::Windows;
+    use crate::cache::clock::ticks;
     use std::time::Duration;
 
     fn entry(lifetime: Duration) -> Entry {
-        let now = Instant::now();
-        let schedule = Windows::default().schedule(now, now + lifetime);
         Entry::new(
             TokenSet::new("t"),
             HeaderValue::from_static("Bearer t"),
             1,
-            schedule,
+            0,
+            (ticks(lifetime), tokio::time::Instant::now()),
+            false,
         )
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn the_timer_moves_the_phase_through_the_windows() {
-        let entry = entry(Duration::from_secs(900));
-        assert_eq!(entry.phase(), Phase::Fresh);
-        tokio::time::sleep(Duration::from_secs(841)).await;
-        assert_eq!(entry.phase(), Phase::Soft);
-        tokio::time::sleep(Duration::from_secs(55)).await;
-        assert_eq!(entry.phase(), Phase::Hard);
-        assert!(!entry.is_expired());
-        tokio::time::sleep(Duration::from_secs(5)).await;
-        assert!(entry.is_expired());
+    fn at(secs: u64) -> Ticks {
+        ticks(Duration::from_secs(secs))
     }
 
     #[test]
-    fn without_a_runtime_the_clock_decides() {
+    fn long_lifetimes_use_the_windows() {
         let entry = entry(Duration::from_secs(900));
-        assert_eq!(entry.phase(), Phase::Unarmed);
-        assert_eq!(entry.phase_now(), Phase::Fresh);
+        let windows = Windows::default();
+        assert_eq!(entry.phase(at(839), &windows), Phase::Fresh);
+        assert_eq!(entry.phase(at(840), &windows), Phase::Soft);
+        assert_eq!(entry.phase(at(894), &windows), Phase::Soft);
+        assert_eq!(entry.phase(at(895), &windows), Phase::Hard);
+        assert!(!entry.is_expired(at(899)));
+        assert!(entry.is_expired(at(900)));
+        assert_eq!(entry.phase(at(10_000), &windows), Phase::Hard);
+    }
+
+    #[test]
+    fn short_lifetimes_cap_the_windows() {
+        let entry = entry(Duration::from_secs(3));
+        let windows = Windows::default();
+        let ms = |ms| ticks(Duration::from_millis(ms));
+        assert_eq!(entry.phase(ms(1499), &windows), Phase::Fresh);
+        assert_eq!(entry.phase(ms(1500), &windows), Phase::Soft);
+        assert_eq!(entry.phase(ms(2699), &windows), Phase::Soft);
+        assert_eq!(entry.phase(ms(2701), &windows), Phase::Hard);
+    }
+
+    #[test]
+    fn a_token_of_no_lifetime_is_in_every_window() {
+        let entry = entry(Duration::ZERO);
+        assert_eq!(entry.phase(0, &Windows::default()), Phase::Hard);
+    }
+
+    #[test]
+    fn the_background_refresh_is_claimed_once_until_allowed_again() {
+        let entry = entry(Duration::from_secs(900));
+        assert!(entry.claim_background(at(850)));
+        assert!(!entry.claim_background(at(851)));
+        entry.allow_background_at(Some(at(860)));
+        assert!(!entry.claim_background(at(859)));
+        assert!(entry.claim_background(at(860)));
+        entry.allow_background_at(None);
+        assert!(!entry.claim_background(at(10_000)));
     }
 }

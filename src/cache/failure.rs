@@ -5,14 +5,17 @@
 use std::hash::{BuildHasher, RandomState};
 use std::time::Duration;
 
-use tokio::time::Instant;
+use super::clock::{Ticks, duration, ticks};
+use crate::refresh::{BoxError, Cached, RefreshError, TerminalError};
 
-use crate::refresh::{BoxError, RefreshError, RefreshErrorKind, TerminalError};
-
-/// How long a refresh may take, and how long to wait after failures.
+/// How long waiters wait for a refresh, how long one exchange may run, and how long to wait
+/// after failures.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Retry {
+    /// Waiters get a timeout error after this; the exchange goes on.
     pub(crate) timeout: Duration,
+    /// One exchange is abandoned after this (at least `timeout`).
+    pub(crate) exchange_timeout: Duration,
     pub(crate) backoff_min: Duration,
     pub(crate) backoff_max: Duration,
 }
@@ -21,6 +24,7 @@ impl Default for Retry {
     fn default() -> Self {
         Self {
             timeout: Duration::from_secs(30),
+            exchange_timeout: Duration::from_secs(120),
             backoff_min: Duration::from_secs(1),
             backoff_max: Duration::from_secs(60),
         }
@@ -36,6 +40,10 @@ pub(crate) enum Class {
     Transient { retry_after: Option<Duration> },
 }
 
+impl Class {
+    pub(crate) const TRANSIENT: Self = Self::Transient { retry_after: None };
+}
+
 /// Classifies a refresher's error: [`TerminalError`] and the OAuth2 refresher's refusals are
 /// terminal; everything else (network, 5xx, 429, timeouts, unknown errors) is transient.
 pub(crate) fn classify(error: &BoxError) -> Class {
@@ -48,16 +56,18 @@ pub(crate) fn classify(error: &BoxError) -> Class {
         #[cfg(feature = "oauth2")]
         if let Some(error) = error.downcast_ref::<crate::oauth2::Error>() {
             use crate::oauth2::ErrorKind;
-            return match error.kind() {
-                ErrorKind::Transient | ErrorKind::InvalidResponse => Class::Transient {
+            let transient = error.is_transient() || error.kind() == ErrorKind::InvalidResponse;
+            return if transient {
+                Class::Transient {
                     retry_after: error.retry_after(),
-                },
-                _ => Class::Terminal,
+                }
+            } else {
+                Class::Terminal
             };
         }
         cause = error.source();
     }
-    Class::Transient { retry_after: None }
+    Class::TRANSIENT
 }
 
 /// The last failed refresh.
@@ -65,18 +75,19 @@ pub(crate) fn classify(error: &BoxError) -> Class {
 pub(crate) struct Failure {
     pub(crate) error: RefreshError,
     /// `None`: terminal, no retry until the application acts.
-    pub(crate) retry_at: Option<Instant>,
+    pub(crate) retry_at: Option<Ticks>,
     /// Consecutive transient failures.
     pub(crate) attempts: u32,
 }
 
 impl Failure {
-    /// The failure after `previous`, for an error of class `class`.
+    /// The failure after `previous`, for an error of class `class`, at `now`.
     pub(crate) fn after(
         previous: Option<&Failure>,
         error: RefreshError,
         class: Class,
         retry: &Retry,
+        now: Ticks,
     ) -> Self {
         let attempts = previous
             .map_or(0, |failure| failure.attempts)
@@ -84,8 +95,9 @@ impl Failure {
         let retry_at = match class {
             Class::Terminal => None,
             Class::Transient { retry_after } => {
-                let wait = backoff(attempts, retry).max(retry_after.unwrap_or_default());
-                Some(Instant::now() + wait)
+                let wait = backoff(attempts, retry.backoff_min, retry.backoff_max)
+                    .max(retry_after.unwrap_or_default());
+                Some(now.saturating_add(ticks(wait)))
             }
         };
         Self {
@@ -95,42 +107,68 @@ impl Failure {
         }
     }
 
-    /// The error to give instead of trying, while this failure stands.
-    pub(crate) fn blocks(&self, now: Instant) -> Option<&RefreshError> {
+    /// The error to give instead of trying, while this failure stands: marked as cached.
+    pub(crate) fn blocks(&self, now: Ticks) -> Option<RefreshError> {
         match self.retry_at {
             Some(at) if now >= at => None,
-            _ => Some(&self.error),
+            Some(at) => Some(self.error.clone().cached(Cached::For(duration(at - now)))),
+            None => Some(self.error.clone().cached(Cached::UntilTheApplicationActs)),
         }
     }
 }
 
-/// The wait after the `attempts`-th consecutive failure: doubling from the minimum up to the
-/// maximum, the upper half of it random ("equal jitter"), so that many clients that failed
-/// together do not retry together.
-fn backoff(attempts: u32, retry: &Retry) -> Duration {
+/// The wait after the `attempts`-th consecutive failure: doubling from `min` up to `max`, the
+/// upper half of it random ("equal jitter"), so that many clients that failed together do not
+/// retry together.
+pub(crate) fn backoff(attempts: u32, min: Duration, max: Duration) -> Duration {
     let doubling = 2u32.saturating_pow(attempts.saturating_sub(1).min(30));
-    let ceiling = retry
-        .backoff_min
-        .saturating_mul(doubling)
-        .min(retry.backoff_max);
+    let ceiling = min.saturating_mul(doubling).min(max.max(min));
     let half = ceiling / 2;
     // A fresh `RandomState` is randomly keyed: enough randomness for jitter, no dependency.
-    let random = RandomState::new().hash_one(attempts);
-    let jitter = half.mul_f64((random % 10_000) as f64 / 10_000.0);
-    half + jitter
+    let random = RandomState::new().hash_one(attempts) % 10_000;
+    // Integer arithmetic: no float conversion can overflow, whatever the durations.
+    let jitter = (half / 10_000).saturating_mul(random as u32);
+    half.saturating_add(jitter)
 }
 
-/// The error for a refresh that ran out of time.
-pub(crate) fn timed_out() -> (RefreshError, Class) {
-    (
-        RefreshError::new(RefreshErrorKind::Timeout),
-        Class::Transient { retry_after: None },
-    )
+/// Inside one flight, for waiters that have no token to fall back on: this many quick
+/// retries of a transient failure before they get the error.
+pub(crate) const QUICK_RETRIES: u32 = 4;
+/// The first quick retry waits about this long, each next one twice as long.
+const QUICK_BACKOFF: Duration = Duration::from_millis(150);
+
+/// The wait before the `attempt`-th quick retry (1-based).
+pub(crate) fn quick_backoff(attempt: u32) -> Duration {
+    backoff(attempt, QUICK_BACKOFF, Duration::from_secs(5))
+}
+
+/// Rejections of tokens got because of a rejection: an API that answers 401 for another reason
+/// than the token must not cost a refresh per request.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Repeats {
+    count: u32,
+    blocked_until: Ticks,
+}
+
+impl Repeats {
+    /// Whether a rejection at `now` may refresh.
+    pub(crate) fn allow(&self, now: Ticks) -> bool {
+        now >= self.blocked_until
+    }
+
+    /// A token got because of a rejection was rejected before any response accepted it: no
+    /// refresh because of a rejection before the backoff, which doubles with each repeat.
+    pub(crate) fn record(&mut self, now: Ticks, retry: &Retry) {
+        self.count = self.count.saturating_add(1);
+        let wait = backoff(self.count, retry.backoff_min, retry.backoff_max);
+        self.blocked_until = now.saturating_add(ticks(wait));
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::refresh::RefreshErrorKind;
 
     #[test]
     fn backoff_doubles_within_bounds_with_jitter() {
@@ -138,27 +176,49 @@ mod tests {
         for (attempts, ceiling) in [(1, 1), (2, 2), (3, 4), (6, 32), (7, 60), (40, 60)] {
             let ceiling = Duration::from_secs(ceiling);
             for _ in 0..50 {
-                let wait = backoff(attempts, &retry);
+                let wait = backoff(attempts, retry.backoff_min, retry.backoff_max);
                 assert!(
                     wait >= ceiling / 2 && wait <= ceiling,
                     "{attempts}: {wait:?}"
                 );
             }
         }
-        let waits: std::collections::HashSet<_> = (0..20).map(|_| backoff(5, &retry)).collect();
+        let waits: std::collections::HashSet<_> = (0..20)
+            .map(|_| backoff(5, retry.backoff_min, retry.backoff_max))
+            .collect();
         assert!(waits.len() > 1, "jitter varies");
+        assert!(backoff(u32::MAX, Duration::MAX, Duration::MAX) >= Duration::MAX / 2);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn retry_after_is_a_floor() {
+    #[test]
+    fn retry_after_is_a_floor_and_cached_errors_say_so() {
         let error = RefreshError::new(RefreshErrorKind::Timeout);
         let class = Class::Transient {
             retry_after: Some(Duration::from_secs(120)),
         };
-        let failure = Failure::after(None, error, class, &Retry::default());
-        let now = Instant::now();
-        assert!(failure.blocks(now + Duration::from_secs(119)).is_some());
-        assert!(failure.blocks(now + Duration::from_secs(120)).is_none());
+        let failure = Failure::after(None, error, class, &Retry::default(), 0);
+        let cached = failure.blocks(ticks(Duration::from_secs(119))).unwrap();
+        assert!(cached.is_cached());
+        assert!(
+            cached.to_string().contains("not retried for another 1"),
+            "{cached}"
+        );
+        assert!(failure.blocks(ticks(Duration::from_secs(120))).is_none());
+    }
+
+    #[test]
+    fn extreme_durations_saturate() {
+        let retry = Retry {
+            backoff_min: Duration::MAX,
+            backoff_max: Duration::MAX,
+            ..Retry::default()
+        };
+        let error = RefreshError::new(RefreshErrorKind::Timeout);
+        let failure = Failure::after(None, error, Class::TRANSIENT, &retry, u64::MAX - 1);
+        assert_eq!(failure.retry_at, Some(u64::MAX));
+        let mut repeats = Repeats::default();
+        repeats.record(u64::MAX, &retry);
+        assert!(!repeats.allow(u64::MAX - 1));
     }
 
     #[test]
@@ -180,6 +240,6 @@ mod tests {
         let wrapped: BoxError = Box::new(Wrapped(TerminalError::new("revoked")));
         assert_eq!(classify(&wrapped), Class::Terminal);
         let other: BoxError = "connection reset".into();
-        assert_eq!(classify(&other), Class::Transient { retry_after: None });
+        assert_eq!(classify(&other), Class::TRANSIENT);
     }
 }

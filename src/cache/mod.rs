@@ -1,20 +1,26 @@
 //! The token cache: one current token shared by every service, and at most one refresh at a
 //! time.
 //!
-//! The hot path is [`TokenCache::current`]: one atomic load of the current [`Entry`] and one
-//! relaxed load of its phase. Everything else (waiting, refreshing, after a 401) takes a short
-//! lock on the flight slot and is off the hot path.
+//! The hot path is [`TokenCache::current`] plus [`TokenCache::now`]: one atomic load of the
+//! current [`Entry`] and one read of a coarse monotonic clock; the token's phase is a few integer
+//! comparisons against the asking layer's windows. No lock, no timer to trust: a token is never
+//! sent past its window because some task did not run. Everything else (waiting, refreshing,
+//! after a 401) takes a short lock on the flight slot and is off the hot path.
 //!
-//! A refresh ("flight") runs in a spawned task, detached from the request that started it, so
-//! dropping that request never cancels it and never loses a rotated refresh token. Its outcome
-//! is published on a `watch` channel that every waiter holds.
+//! A refresh ("flight", see [`flight`]) runs on the layer's background runtime (see
+//! [`background`]), detached from the request that started it and from that request's runtime,
+//! so dropping the request or shutting its runtime down never cancels it and never loses a
+//! rotated refresh token. Its outcome is published on a `watch` channel that every waiter holds.
 //!
 //! A failed refresh is remembered ([`Failure`]): a terminal one stops further attempts until
 //! the application acts; a transient one makes requests fail fast (or keep a still-valid
 //! token) until its backoff ends.
 
+mod background;
+mod clock;
 mod entry;
 mod failure;
+mod flight;
 mod windows;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,15 +29,17 @@ use std::time::Duration;
 
 use arc_swap::{ArcSwapOption, Guard};
 use http::HeaderValue;
-use tokio::runtime::Handle;
 use tokio::sync::watch;
-use tokio::time::Instant;
 use tower::util::BoxService;
 use tower::{Service, ServiceExt};
+use tracing::instrument::{Instrument, WithSubscriber};
 
+pub(crate) use self::background::Background;
+pub(crate) use self::clock::{Clock, Ticks};
 pub(crate) use self::entry::{Entry, Phase};
 pub(crate) use self::failure::Retry;
-use self::failure::{Class, Failure};
+use self::failure::{Failure, Repeats};
+use self::flight::FlightTask;
 pub(crate) use self::windows::Windows;
 use crate::refresh::{BoxError, RefreshError, RefreshErrorKind, RefreshReason, RefreshRequest};
 use crate::token::TokenSet;
@@ -44,40 +52,54 @@ type Refresher = BoxService<RefreshRequest, TokenSet, BoxError>;
 /// A callback told of every new token set.
 pub(crate) type TokensHook = Arc<dyn Fn(&TokenSet) + Send + Sync>;
 
+/// The settings of one session (one cache), fixed when it is built.
+#[derive(Clone)]
+pub(crate) struct Settings {
+    pub(crate) default_lifetime: Duration,
+    pub(crate) retry: Retry,
+    pub(crate) hooks: Vec<TokensHook>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            default_lifetime: Duration::from_secs(300),
+            retry: Retry::default(),
+            hooks: Vec::new(),
+        }
+    }
+}
+
 /// A handle to the shared cache; clones share it.
 #[derive(Clone)]
 pub(crate) struct TokenCache {
     shared: Arc<Shared>,
 }
 
-struct Shared {
+pub(crate) struct Shared {
     current: ArcSwapOption<Entry>,
     slot: Mutex<Slot>,
-    /// Only the flight task uses the refresher, and there is one flight at a time, so this
-    /// lock is never contended; it makes any `Send` refresher shareable.
+    /// Only the flight's exchange uses the refresher, and there is one at a time, so this lock
+    /// is never contended; it makes any `Send` refresher shareable.
     refresher: tokio::sync::Mutex<Refresher>,
-    config: Mutex<Config>,
+    settings: Settings,
+    background: Background,
+    clock: Clock,
     generations: AtomicU64,
     flights: AtomicU64,
-    /// Told of every token set installed (`AuthLayer::on_tokens`).
-    on_tokens: Mutex<Option<TokensHook>>,
-    /// Bumped, under the flight lock, whenever the application sets or clears tokens: a
+    /// The newest generation a response accepted (did not reject).
+    accepted: AtomicU64,
+    /// Bumped, under the slot lock, whenever the application sets or clears tokens: a
     /// refresh that started before does not install its result over the application's.
     epoch: AtomicU64,
 }
 
-/// The settings a layer's builder methods change.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Config {
-    pub(crate) windows: Windows,
-    pub(crate) retry: Retry,
-}
-
-/// The running refresh and the last failure: changed together, under one lock.
+/// The running refresh, the last failure and the rejections: changed together, under one lock.
 #[derive(Default)]
 struct Slot {
     running: Option<Flight>,
     failure: Option<Failure>,
+    repeats: Repeats,
 }
 
 impl Slot {
@@ -93,10 +115,11 @@ impl Slot {
     }
 }
 
-#[derive(Clone)]
 struct Flight {
     id: u64,
     outcome: watch::Receiver<Option<Outcome>>,
+    /// Set when its waiters timed out while the exchange goes on: what later callers get.
+    late: Option<RefreshError>,
 }
 
 /// Either a token to use now, or a refresh to wait for.
@@ -106,38 +129,27 @@ enum Join {
 }
 
 impl TokenCache {
-    pub(crate) fn new<R>(refresher: R) -> Self
+    pub(crate) fn new<R>(refresher: R, settings: Settings, background: Background) -> Self
     where
         R: Service<RefreshRequest, Response = TokenSet> + Send + 'static,
         R::Error: Into<BoxError>,
         R::Future: Send + 'static,
     {
+        let clock = *background.clock();
         Self {
             shared: Arc::new(Shared {
                 current: ArcSwapOption::empty(),
                 slot: Mutex::default(),
                 refresher: tokio::sync::Mutex::new(boxed(refresher)),
-                config: Mutex::default(),
+                settings,
+                background,
+                clock,
                 generations: AtomicU64::new(0),
                 flights: AtomicU64::new(0),
+                accepted: AtomicU64::new(0),
                 epoch: AtomicU64::new(0),
-                on_tokens: Mutex::new(None),
             }),
         }
-    }
-
-    /// Changes the settings; tokens installed and refreshes started from now on follow them.
-    pub(crate) fn configure(&self, change: impl FnOnce(&mut Config)) {
-        change(&mut lock(&self.shared.config));
-    }
-
-    /// Calls `hook` with every token set installed from now on.
-    pub(crate) fn on_tokens(&self, hook: TokensHook) {
-        *lock(&self.shared.on_tokens) = Some(hook);
-    }
-
-    pub(crate) fn config(&self) -> Config {
-        *lock(&self.shared.config)
     }
 
     /// Replaces the refresher (new credentials): the next refresh uses it, and a terminal
@@ -158,46 +170,59 @@ impl TokenCache {
         self.shared.current.load()
     }
 
+    /// The time now, by this cache's clock: the hot path.
+    #[inline]
+    pub(crate) fn now(&self) -> Ticks {
+        self.shared.clock.now()
+    }
+
     pub(crate) fn current_full(&self) -> Option<Arc<Entry>> {
         self.shared.current.load_full()
     }
 
-    /// Starts the background refresh of a token in its soft window, once per token.
-    pub(crate) fn refresh_in_background(&self, entry: &Entry) {
-        // A load first: once started, every later request in the window stops here without
-        // writing to the shared cache line.
-        if entry.background_refresh.load(Ordering::Acquire)
-            || entry.background_refresh.swap(true, Ordering::AcqRel)
+    /// Starts the background refresh of a token in its soft window, once per token (and once
+    /// more after each failed one's backoff).
+    #[inline]
+    pub(crate) fn refresh_in_background(&self, entry: &Entry, now: Ticks, windows: &Windows) {
+        if !entry.claim_background(now) {
+            return;
+        }
+        if self
+            .join(RefreshReason::Expiring, Some(entry.generation), windows)
+            .is_err()
         {
-            return;
+            // Blocked by a failure's backoff: try again when it ends.
+            let retry_at = lock(&self.shared.slot)
+                .failure
+                .as_ref()
+                .and_then(|failure| failure.retry_at);
+            entry.allow_background_at(retry_at);
         }
-        if Handle::try_current().is_err() {
-            entry.background_refresh.store(false, Ordering::Release);
-            return;
-        }
-        let _ = self.join(RefreshReason::Expiring, Some(entry.generation));
     }
 
     /// A token fit to be sent now, waiting for a refresh when there is none.
-    pub(crate) async fn acquire(self) -> Outcome {
+    pub(crate) async fn acquire(self, windows: Windows) -> Outcome {
+        let now = self.now();
         let seen = self.current_full();
         let reason = match &seen {
             None => RefreshReason::NoToken,
-            Some(entry) => match entry.phase_now() {
+            Some(entry) => match entry.phase(now, &windows) {
                 Phase::Fresh => return Ok(Arc::clone(entry)),
                 Phase::Soft => {
-                    self.refresh_in_background(entry);
+                    self.refresh_in_background(entry, now, &windows);
                     return Ok(Arc::clone(entry));
                 }
-                Phase::Hard | Phase::Unarmed if entry.is_expired() => RefreshReason::Expired,
-                Phase::Hard | Phase::Unarmed => RefreshReason::Expiring,
+                Phase::Hard if entry.is_expired(now) => RefreshReason::Expired,
+                Phase::Hard => RefreshReason::Expiring,
             },
         };
-        let outcome = self.wait(reason, seen.as_ref().map(|e| e.generation)).await;
+        let outcome = self
+            .wait(reason, seen.as_ref().map(|e| e.generation), &windows)
+            .await;
         match (outcome, seen) {
             // A failed refresh does not stop a token that is still valid from being served.
             (Err(error), Some(seen))
-                if !seen.is_expired() && error.kind() != RefreshErrorKind::Superseded =>
+                if !seen.is_expired(self.now()) && error.kind() != RefreshErrorKind::Superseded =>
             {
                 Ok(seen)
             }
@@ -205,33 +230,95 @@ impl TokenCache {
         }
     }
 
-    /// A token to retry with after the server rejected generation `rejected`: the newer
-    /// token if one exists already, else the outcome of one refresh.
-    pub(crate) async fn after_rejection(self, rejected: u64) -> Outcome {
-        self.wait(RefreshReason::Rejected, Some(rejected)).await
-    }
-
-    /// Starts the refresh a rejection calls for, without waiting for it.
-    pub(crate) fn refresh_after_rejection(&self, rejected: u64) {
-        if Handle::try_current().is_ok() {
-            let _ = self.join(RefreshReason::Rejected, Some(rejected));
+    /// A response to a request sent with generation `generation` was not a rejection: the
+    /// server takes that token. One relaxed load per response; a write once per generation.
+    #[inline]
+    pub(crate) fn accepted(&self, generation: u64) {
+        if self.shared.accepted.load(Ordering::Relaxed) < generation {
+            self.shared
+                .accepted
+                .fetch_max(generation, Ordering::Relaxed);
         }
     }
 
+    /// The server rejected generation `rejected`: whether the request may be retried (and a
+    /// refresh started). `false` when the rejected token was got because of a rejection and no
+    /// response ever accepted it, and until the backoff that follows: an API that answers 401
+    /// for another reason than the token must not cost a refresh per request.
+    pub(crate) fn rejected(&self, rejected: u64) -> bool {
+        let now = self.now();
+        let mut slot = lock(&self.shared.slot);
+        let Some(current) = self
+            .current_full()
+            .filter(|current| current.generation == rejected)
+        else {
+            // A newer token exists already: retry with it.
+            return true;
+        };
+        if self.never_accepted(&current) {
+            self.record_repeat(&mut slot, rejected, now);
+            return false;
+        }
+        slot.repeats.allow(now)
+    }
+
+    /// The retry of a rejected request was rejected too.
+    pub(crate) fn retry_rejected(&self, generation: u64) {
+        let now = self.now();
+        let mut slot = lock(&self.shared.slot);
+        let current = self
+            .current_full()
+            .filter(|current| current.generation == generation);
+        if current.is_some_and(|current| self.never_accepted(&current)) {
+            self.record_repeat(&mut slot, generation, now);
+        }
+    }
+
+    fn never_accepted(&self, entry: &Entry) -> bool {
+        entry.after_rejection && self.shared.accepted.load(Ordering::Relaxed) < entry.generation
+    }
+
+    fn record_repeat(&self, slot: &mut Slot, generation: u64, now: Ticks) {
+        if slot.repeats.allow(now) {
+            tracing::warn!(
+                generation,
+                "a token got because of a rejection was rejected before any request \
+                 succeeded with it: the server refuses requests for another reason; rejected \
+                 responses go back as they are until a backoff ends"
+            );
+        }
+        slot.repeats.record(now, &self.shared.settings.retry);
+    }
+
+    /// A token to retry with after the server rejected generation `rejected`: the newer
+    /// token if one exists already, else the outcome of one refresh.
+    pub(crate) async fn after_rejection(self, rejected: u64, windows: Windows) -> Outcome {
+        self.wait(RefreshReason::Rejected, Some(rejected), &windows)
+            .await
+    }
+
+    /// Starts the refresh a rejection calls for, without waiting for it.
+    pub(crate) fn refresh_after_rejection(&self, rejected: u64, windows: &Windows) {
+        let _ = self.join(RefreshReason::Rejected, Some(rejected), windows);
+    }
+
     /// A refresh asked for by the application: joins the one running, else starts one.
-    pub(crate) async fn force(self) -> Outcome {
-        self.wait(RefreshReason::Forced, None).await
+    pub(crate) async fn force(self, windows: Windows) -> Outcome {
+        self.wait(RefreshReason::Forced, None, &windows).await
     }
 
     /// Installs a token set given by the application. A refresh running now will not
     /// replace it.
     pub(crate) fn set(&self, tokens: TokenSet) -> Outcome {
+        let now = self.now();
         let mut slot = lock(&self.shared.slot);
-        let entry = self.shared.install(tokens)?;
+        let entry = self.shared.prepare(tokens, RefreshReason::Forced, now)?;
+        self.shared.current.store(Some(Arc::clone(&entry)));
         self.shared.epoch.fetch_add(1, Ordering::Relaxed);
         slot.failure = None;
+        slot.repeats = Repeats::default();
         drop(slot);
-        self.shared.notify(&entry);
+        self.shared.notify(&entry.tokens);
         Ok(entry)
     }
 
@@ -242,13 +329,14 @@ impl TokenCache {
         self.shared.epoch.fetch_add(1, Ordering::Relaxed);
         self.shared.current.store(None);
         slot.failure = None;
+        slot.repeats = Repeats::default();
         // The running refresh (if any) is superseded: the next request starts a fresh one
         // rather than wait for a result that will be discarded.
         slot.running = None;
     }
 
-    async fn wait(&self, reason: RefreshReason, seen: Option<u64>) -> Outcome {
-        match self.join(reason, seen)? {
+    async fn wait(&self, reason: RefreshReason, seen: Option<u64>, windows: &Windows) -> Outcome {
+        match self.join(reason, seen, windows)? {
             Join::Ready(entry) => Ok(entry),
             Join::Wait(mut outcome) => match outcome.wait_for(Option::is_some).await {
                 Ok(outcome) => outcome.clone().unwrap_or_else(aborted),
@@ -260,199 +348,129 @@ impl TokenCache {
     /// Joins the running refresh, uses a token newer than the one `seen`, or starts a
     /// refresh. `seen` is the generation the caller found wanting (`None`: it found no token,
     /// or wants a refresh whatever the current token is).
-    fn join(&self, reason: RefreshReason, seen: Option<u64>) -> Result<Join, RefreshError> {
+    fn join(
+        &self,
+        reason: RefreshReason,
+        seen: Option<u64>,
+        windows: &Windows,
+    ) -> Result<Join, RefreshError> {
+        let now = self.now();
         let mut slot = lock(&self.shared.slot);
-        if let Some(running) = &slot.running {
+        if let Some(running) = slot.running.as_ref().filter(|r| r.late.is_none()) {
             return Ok(Join::Wait(running.outcome.clone()));
         }
         let current = self.current_full();
         if reason != RefreshReason::Forced {
             if let Some(entry) = &current {
                 let newer = seen != Some(entry.generation);
-                if newer && entry.phase_now() < Phase::Hard {
+                if newer && entry.phase(now, windows) < Phase::Hard {
                     return Ok(Join::Ready(Arc::clone(entry)));
                 }
             }
             // After a failure: no new attempt before its backoff ends (never, if terminal);
             // the application's forced refresh is the exception.
-            if let Some(error) = slot.failure.as_ref().and_then(|f| f.blocks(Instant::now())) {
-                return Err(error.clone());
+            if let Some(error) = slot.failure.as_ref().and_then(|f| f.blocks(now)) {
+                return Err(error);
             }
         }
-        let runtime =
-            Handle::try_current().map_err(|_| RefreshError::new(RefreshErrorKind::NoRuntime))?;
+        // An exchange past its timeout still runs: a second one could spend the refresh
+        // token the first is about to replace.
+        if let Some(late) = slot.running.as_ref().and_then(|r| r.late.clone()) {
+            return Err(late);
+        }
         let id = self.shared.flights.fetch_add(1, Ordering::Relaxed);
         let (publish, outcome) = watch::channel(None);
         slot.running = Some(Flight {
             id,
             outcome: outcome.clone(),
+            late: None,
         });
         // Read under the lock, with `current`: a clear or set after this supersedes the flight.
-        let epoch = self.shared.epoch.load(Ordering::Relaxed);
+        let epoch = self.shared.epoch();
         drop(slot);
-        let request = RefreshRequest::new(reason, current.map(|entry| entry.tokens.clone()));
         let task = FlightTask {
             shared: Arc::clone(&self.shared),
             id,
             epoch,
+            reason,
             publish,
             settled: false,
         };
-        runtime.spawn(task.run(request));
-        Ok(Join::Wait(outcome))
+        // Its logs go where the caller's would, in a span of its own that follows from the
+        // caller's.
+        let span = tracing::debug_span!("token_refresh", %reason);
+        span.follows_from(tracing::Span::current());
+        let run = task.run().instrument(span).with_current_subscriber();
+        // Spawned outside the lock: a task that cannot be spawned is dropped at once, and its
+        // `Drop` frees the slot.
+        if self.shared.background.spawn(run) {
+            Ok(Join::Wait(outcome))
+        } else {
+            Err(RefreshError::new(RefreshErrorKind::NoRuntime))
+        }
     }
 }
 
 impl Shared {
-    /// Tells the application's hook, outside every lock (it may use the handle).
-    fn notify(&self, entry: &Entry) {
-        let hook = lock(&self.on_tokens).clone();
-        if let Some(hook) = hook {
-            hook(&entry.tokens);
+    fn now(&self) -> Ticks {
+        self.clock.now()
+    }
+
+    fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Relaxed)
+    }
+
+    /// Tells the application's hooks, outside every lock (they may use the handle).
+    fn notify(&self, tokens: &TokenSet) {
+        for hook in &self.settings.hooks {
+            hook(tokens);
         }
     }
 
-    fn install(&self, tokens: TokenSet) -> Outcome {
+    /// The entry for `tokens`, got for `reason`, not installed yet.
+    fn prepare(&self, tokens: TokenSet, reason: RefreshReason, now: Ticks) -> Outcome {
         let mut header =
             HeaderValue::try_from(format!("Bearer {}", tokens.access_token().secret()))
                 .map_err(|_| RefreshError::new(RefreshErrorKind::InvalidToken))?;
         header.set_sensitive(true);
-        let windows = lock(&self.config).windows;
-        let expires_at = tokens.expiry_or(windows.default_lifetime);
-        let schedule = windows.schedule(Instant::now(), expires_at);
+        let expires_at = tokens.expiry_or(self.settings.default_lifetime);
+        let expires_at = (self.clock.at(expires_at), expires_at);
         let generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
-        let entry = Arc::new(Entry::new(tokens, header, generation, schedule));
-        self.current.store(Some(Arc::clone(&entry)));
-        Ok(entry)
-    }
-}
-
-/// The spawned refresh. Dropping it (the task ended, panicked or was aborted) frees the
-/// flight slot, so a failed refresh never blocks the next one.
-struct FlightTask {
-    shared: Arc<Shared>,
-    id: u64,
-    epoch: u64,
-    publish: watch::Sender<Option<Outcome>>,
-    /// Whether the outcome was settled; a flight dropped before (the refresher panicked, the
-    /// runtime shut down) counts as a transient failure.
-    settled: bool,
-}
-
-impl FlightTask {
-    async fn run(mut self, request: RefreshRequest) {
-        let reason = request.reason();
-        let started = Instant::now();
-        let retry = lock(&self.shared.config).retry;
-        tracing::debug!(%reason, "token refresh started");
-        let call = async {
-            let mut refresher = self.shared.refresher.lock().await;
-            match refresher.ready().await {
-                Ok(refresher) => refresher.call(request).await,
-                Err(error) => Err(error),
-            }
-        };
-        let result = match tokio::time::timeout(retry.timeout, call).await {
-            Ok(Ok(tokens)) => Ok(tokens),
-            Ok(Err(error)) => {
-                let class = failure::classify(&error);
-                Err((RefreshError::refresher(error), class))
-            }
-            Err(_elapsed) => Err(failure::timed_out()),
-        };
-        let elapsed_ms = millis(started.elapsed());
-        let (outcome, installed) = self.settle(result, &retry);
-        self.settled = true;
-        if let (Ok(entry), true) = (&outcome, installed) {
-            self.shared.notify(entry);
-        }
-        match &outcome {
-            Ok(entry) => tracing::debug!(
-                %reason,
-                generation = entry.generation,
-                elapsed_ms,
-                expires_in_s = entry.schedule.expires_at.saturating_duration_since(Instant::now()).as_secs(),
-                "token refresh succeeded"
-            ),
-            Err(error) => {
-                tracing::warn!(%reason, elapsed_ms, error = %ErrorChain(error), "token refresh failed");
-            }
-        }
-        self.publish.send_replace(Some(outcome));
+        Ok(Arc::new(Entry::new(
+            tokens,
+            header,
+            generation,
+            now,
+            expires_at,
+            reason == RefreshReason::Rejected,
+        )))
     }
 
-    /// Installs the result (or records the failure) and frees the flight slot in one step
-    /// under the slot lock: whoever sees the new token as current also sees no refresh
-    /// running, so a 401 for that token starts a refresh of its own instead of joining this
-    /// finished one.
-    fn settle(
-        &self,
-        result: Result<TokenSet, (RefreshError, Class)>,
-        retry: &Retry,
-    ) -> (Outcome, bool) {
-        let mut slot = lock(&self.shared.slot);
-        slot.end_flight(self.id);
-        let superseded = self.shared.epoch.load(Ordering::Relaxed) != self.epoch;
-        match result {
-            // The application set or cleared tokens meanwhile: theirs stand.
-            Ok(_) if superseded => {
-                let current = self.shared.current.load_full();
-                let outcome =
-                    current.ok_or_else(|| RefreshError::new(RefreshErrorKind::Superseded));
-                (outcome, false)
+    /// A refresh token the server issued in an answer the cache could not use otherwise: put
+    /// it into the current token set, so the next refresh presents it instead of the one it
+    /// replaced (which the server may count as spent). The caller holds the slot lock.
+    fn keep_refresh_token(&self, _slot: &Slot, from: &TokenSet) {
+        let (Some(refresh_token), Some(current)) = (from.refresh_token(), self.current.load_full())
+        else {
+            if from.refresh_token().is_some() {
+                tracing::warn!(
+                    "a refresh token came with an unusable answer and no session to keep it in"
+                );
             }
-            Ok(tokens) => match self.shared.install(tokens) {
-                Ok(entry) => {
-                    slot.failure = None;
-                    (Ok(entry), true)
-                }
-                // A token that cannot be sent: back off like any transient failure rather
-                // than call the refresher again on every request.
-                Err(error) => {
-                    let class = Class::Transient { retry_after: None };
-                    let failure =
-                        Failure::after(slot.failure.as_ref(), error.clone(), class, retry);
-                    slot.failure = Some(failure);
-                    (Err(error), false)
-                }
-            },
-            Err((error, class)) => {
-                let failure = Failure::after(slot.failure.as_ref(), error.clone(), class, retry);
-                self.allow_background_refresh_at(failure.retry_at);
-                if !superseded {
-                    slot.failure = Some(failure);
-                }
-                (Err(error), false)
-            }
-        }
-    }
-
-    /// A soft-window token whose background refresh failed gets another one once the backoff
-    /// ends (never, after a terminal failure).
-    fn allow_background_refresh_at(&self, at: Option<Instant>) {
-        let (Some(at), Some(current)) = (at, self.shared.current.load_full()) else {
             return;
         };
-        let current = Arc::downgrade(&current);
-        tokio::spawn(async move {
-            tokio::time::sleep_until(at).await;
-            if let Some(current) = current.upgrade() {
-                current.background_refresh.store(false, Ordering::Release);
-            }
-        });
-    }
-}
-
-impl Drop for FlightTask {
-    fn drop(&mut self) {
-        let mut slot = lock(&self.shared.slot);
-        slot.end_flight(self.id);
-        if !self.settled && self.shared.epoch.load(Ordering::Relaxed) == self.epoch {
-            let retry = lock(&self.shared.config).retry;
-            let error = RefreshError::new(RefreshErrorKind::Aborted);
-            let class = Class::Transient { retry_after: None };
-            slot.failure = Some(Failure::after(slot.failure.as_ref(), error, class, &retry));
+        if current.tokens.refresh_token() == Some(refresh_token) {
+            return;
         }
+        let mut tokens = current.tokens.clone();
+        tokens.set_refresh_token(Some(refresh_token.clone()));
+        tokens.set_refresh_expires_at(from.refresh_expires_at());
+        tracing::info!(
+            generation = current.generation,
+            "kept the refresh token of an answer that could not be used otherwise"
+        );
+        self.current
+            .store(Some(Arc::new(current.with_tokens(tokens))));
     }
 }
 
@@ -465,27 +483,8 @@ where
     BoxService::new(refresher.map_err(Into::into))
 }
 
-/// Displays an error with its causes, `a: b: c`.
-struct ErrorChain<'a>(&'a (dyn std::error::Error + 'static));
-
-impl std::fmt::Display for ErrorChain<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = self.0.source();
-        while let Some(error) = source {
-            write!(f, ": {error}")?;
-            source = error.source();
-        }
-        Ok(())
-    }
-}
-
 fn aborted() -> Outcome {
     Err(RefreshError::new(RefreshErrorKind::Aborted))
-}
-
-fn millis(elapsed: Duration) -> u64 {
-    u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Locks a mutex that no code panics while holding; a poisoned one is still consistent.

@@ -26,7 +26,9 @@
 //! .build_http()?;
 //!
 //! // MangaDex access tokens live 15 minutes; `expires_in` says so on every answer.
-//! let layer = AuthLayer::new(refresher).default_lifetime(Duration::from_secs(900));
+//! let layer = AuthLayer::builder(refresher)
+//!     .default_lifetime(Duration::from_secs(900))
+//!     .build();
 //! # let _ = layer;
 //! # Ok(())
 //! # }

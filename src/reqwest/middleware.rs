@@ -54,8 +54,12 @@ impl reqwest_middleware::Middleware for AuthMiddleware {
         if request.headers().contains_key(AUTHORIZATION) || !self.allows(request.url()) {
             return next.run(request, extensions).await;
         }
-        let cache = &self.layer.cache;
-        let entry = cache.clone().acquire().await.map_err(Error::middleware)?;
+        let (cache, windows) = (&self.layer.cache, self.layer.windows);
+        let entry = cache
+            .clone()
+            .acquire(windows)
+            .await
+            .map_err(Error::middleware)?;
         request
             .headers_mut()
             .insert(AUTHORIZATION, entry.header.clone());
@@ -65,11 +69,17 @@ impl reqwest_middleware::Middleware for AuthMiddleware {
         let retry = request.try_clone();
 
         let response = next.clone().run(request, extensions).await?;
+        // reqwest follows redirects inside: a 401 from where they ended is about this
+        // layer's token only if that origin may get it.
         if !self
             .layer
             .rejection
             .matches(response.status(), response.headers())
         {
+            cache.accepted(generation);
+            return Ok(response);
+        }
+        if !self.allows(response.url()) || !cache.rejected(generation) {
             return Ok(response);
         }
         let status = response.status().as_u16();
@@ -79,7 +89,7 @@ impl reqwest_middleware::Middleware for AuthMiddleware {
                 status,
                 "token rejected; the request cannot be replayed"
             );
-            cache.refresh_after_rejection(generation);
+            cache.refresh_after_rejection(generation, &windows);
             return Ok(response);
         };
         tracing::debug!(
@@ -91,21 +101,32 @@ impl reqwest_middleware::Middleware for AuthMiddleware {
         drop(response);
         let entry = cache
             .clone()
-            .after_rejection(generation)
+            .after_rejection(generation, windows)
             .await
             .map_err(Error::middleware)?;
         retry
             .headers_mut()
             .insert(AUTHORIZATION, entry.header.clone());
+        let retry_generation = entry.generation;
         drop(entry);
-        next.run(retry, extensions).await
+        let response = next.run(retry, extensions).await?;
+        if self
+            .layer
+            .rejection
+            .matches(response.status(), response.headers())
+        {
+            cache.retry_rejected(retry_generation);
+        } else {
+            cache.accepted(retry_generation);
+        }
+        Ok(response)
     }
 }
 
 impl fmt::Debug for AuthMiddleware {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AuthMiddleware")
-            .field("config", &self.layer.cache.config())
+            .field("windows", &self.layer.windows)
             .field("rejection", &self.layer.rejection)
             .field("origins", &self.layer.origins)
             .finish()

@@ -77,6 +77,7 @@ impl<P> AuthLayer<P> {
     pub fn reqwest_middleware(&self) -> AuthMiddleware {
         AuthMiddleware::from_layer(AuthLayer {
             cache: self.cache.clone(),
+            windows: self.windows,
             replay: (),
             rejection: self.rejection.clone(),
             origins: self.origins.clone(),

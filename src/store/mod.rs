@@ -14,7 +14,7 @@
 //!
 //! Stores: [`FileStore`] (one process; survives restarts), [`RedisStore`] (feature `redis`;
 //! many processes). For other stores, implement [`TokenStore`], or watch every new token set
-//! with [`AuthLayer::on_tokens`](crate::AuthLayer::on_tokens).
+//! with [`AuthLayerBuilder::on_tokens`](crate::AuthLayerBuilder::on_tokens).
 //!
 //! # Example
 //!

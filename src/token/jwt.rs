@@ -23,6 +23,16 @@ const MAX_PAYLOAD: usize = 16 * 1024;
 /// The signature is not checked: a client is not the audience of its access token, and `exp`
 /// only tells it when to refresh.
 pub fn expiry_claim(token: &str) -> Option<SystemTime> {
+    time_claims(token)?.exp
+}
+
+/// The `exp` and `iat` claims, as instants.
+struct TimeClaims {
+    exp: Option<SystemTime>,
+    iat: Option<SystemTime>,
+}
+
+fn time_claims(token: &str) -> Option<TimeClaims> {
     let mut parts = token.split('.');
     let (_header, payload, _signature) = (parts.next()?, parts.next()?, parts.next()?);
     if parts.next().is_some() || payload.len() > MAX_PAYLOAD {
@@ -36,23 +46,53 @@ pub fn expiry_claim(token: &str) -> Option<SystemTime> {
     #[derive(serde::Deserialize)]
     struct Claims {
         exp: Option<serde_json::Number>,
+        iat: Option<serde_json::Number>,
     }
     let claims: Claims = serde_json::from_slice(&bytes).ok()?;
-    let exp = claims.exp?.as_f64()?;
-    if !exp.is_finite() || exp < 0.0 {
+    Some(TimeClaims {
+        exp: claims.exp.as_ref().and_then(unix_time),
+        iat: claims.iat.as_ref().and_then(unix_time),
+    })
+}
+
+/// A NumericDate (seconds since the Unix epoch), if it is a finite, non-negative number.
+fn unix_time(seconds: &serde_json::Number) -> Option<SystemTime> {
+    let seconds = seconds.as_f64()?;
+    if !seconds.is_finite() || seconds < 0.0 {
         return None;
     }
-    UNIX_EPOCH.checked_add(Duration::try_from_secs_f64(exp).ok()?)
+    UNIX_EPOCH.checked_add(Duration::try_from_secs_f64(seconds).ok()?)
 }
 
 /// How long from now until the token's `exp`; zero when it has passed.
+///
+/// When this machine's clock disagrees with the issuer's (it is past `exp`, or more than
+/// [`SKEW_TOLERANCE`] before `iat`), the token's issued lifetime `exp − iat` is the better guess.
 pub(crate) fn remaining_lifetime(token: &str) -> Option<Duration> {
-    let exp = expiry_claim(token)?;
-    Some(
-        exp.duration_since(SystemTime::now())
-            .unwrap_or(Duration::ZERO),
-    )
+    let claims = time_claims(token)?;
+    let exp = claims.exp?;
+    let now = SystemTime::now();
+    let issued_lifetime = claims.iat.and_then(|iat| exp.duration_since(iat).ok());
+    let skewed = claims.iat.is_some_and(|iat| {
+        now >= exp
+            || iat
+                .duration_since(now)
+                .is_ok_and(|ahead| ahead > SKEW_TOLERANCE)
+    });
+    match issued_lifetime {
+        Some(lifetime) if skewed => {
+            tracing::debug!(
+                lifetime_s = lifetime.as_secs(),
+                "this clock disagrees with the token issuer's; using the token's issued lifetime"
+            );
+            Some(lifetime)
+        }
+        _ => Some(exp.duration_since(now).unwrap_or(Duration::ZERO)),
+    }
 }
+
+/// How far ahead of this machine's clock an issuer's `iat` may be before it counts as skew.
+const SKEW_TOLERANCE: Duration = Duration::from_secs(60);
 
 #[cfg(test)]
 mod tests {
@@ -91,6 +131,36 @@ mod tests {
             remaining_lifetime(&jwt(r#"{"exp":10}"#)),
             Some(Duration::ZERO)
         );
+    }
+
+    #[test]
+    fn a_clock_that_disagrees_with_the_issuer_uses_the_issued_lifetime() {
+        let secs = |t: SystemTime| t.duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let now = SystemTime::now();
+        // This clock runs an hour ahead of the issuer's: `exp` has passed here.
+        let issued = now - Duration::from_secs(3600);
+        let behind = jwt(&format!(
+            r#"{{"iat":{},"exp":{}}}"#,
+            secs(issued),
+            secs(issued) + 900
+        ));
+        assert_eq!(remaining_lifetime(&behind), Some(Duration::from_secs(900)));
+        // An hour behind: `iat` is in the future here.
+        let issued = now + Duration::from_secs(3600);
+        let ahead = jwt(&format!(
+            r#"{{"iat":{},"exp":{}}}"#,
+            secs(issued),
+            secs(issued) + 900
+        ));
+        assert_eq!(remaining_lifetime(&ahead), Some(Duration::from_secs(900)));
+        // Clocks that agree: the remaining time by this clock.
+        let fresh = jwt(&format!(
+            r#"{{"iat":{},"exp":{}}}"#,
+            secs(now) - 100,
+            secs(now) + 800
+        ));
+        let left = remaining_lifetime(&fresh).unwrap();
+        assert!(left <= Duration::from_secs(800) && left > Duration::from_secs(790));
     }
 
     #[test]

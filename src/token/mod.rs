@@ -35,9 +35,13 @@ const LONGEST_LIFETIME: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// The instant `lifetime` from now, saturating for absurd lifetimes.
 pub(crate) fn deadline_after(lifetime: Duration) -> Instant {
-    let now = Instant::now();
-    now.checked_add(lifetime.min(LONGEST_LIFETIME))
-        .unwrap_or(now)
+    instant_after(Instant::now(), lifetime)
+}
+
+/// The instant `lifetime` after `base`, saturating for absurd lifetimes.
+pub(crate) fn instant_after(base: Instant, lifetime: Duration) -> Instant {
+    base.checked_add(lifetime.min(LONGEST_LIFETIME))
+        .unwrap_or(base)
 }
 
 /// An access token with its optional refresh token and expiries.
@@ -108,6 +112,11 @@ impl TokenSet {
         self
     }
 
+    /// Replaces or removes the refresh token's expiry.
+    pub fn set_refresh_expires_at(&mut self, at: Option<Instant>) {
+        self.refresh_expires_at = at;
+    }
+
     /// The access token.
     pub fn access_token(&self) -> &AccessToken {
         &self.access_token
@@ -129,8 +138,13 @@ impl TokenSet {
         self.refresh_expires_at
     }
 
-    /// When the access token expires: the given expiry, else the JWT `exp` claim, else
+    /// When the access token expires: the given expiry, else the JWT's claims, else
     /// `default_lifetime` from now.
+    ///
+    /// From a JWT, the expiry is `exp` by this machine's clock; when that clock disagrees with
+    /// the issuer's (it is past `exp`, or more than a minute before `iat`), the lifetime is
+    /// `exp − iat` from now instead, so a clock running ahead never makes every token look
+    /// expired on arrival.
     pub fn expiry_or(&self, default_lifetime: Duration) -> Instant {
         self.expires_at
             .or_else(|| jwt::remaining_lifetime(self.access_token.secret()).map(deadline_after))

@@ -1,0 +1,163 @@
+//! Where the cache's background work runs: refreshes, their timeouts, their retries.
+//!
+//! Not on the caller's runtime. A caller's runtime may be made for one call and shut down after
+//! it (a synchronous wrapper, a `#[tokio::test]` sharing a client in a static), which would drop
+//! a refresh whose grant the server already processed; or it may be a current-thread runtime
+//! that nobody drives between calls, which would hang every other caller waiting for that
+//! refresh, and its timeout with it. So by default the work runs on the crate's own runtime: one
+//! current-thread tokio runtime on a thread of its own, started on first use and shared by every
+//! layer in the process. It waits on I/O and timers almost all the time, so one thread is enough.
+//!
+//! An application may pin a layer to a runtime of its own instead
+//! ([`AuthLayerBuilder::runtime`](crate::AuthLayerBuilder::runtime)); the layer then also reads
+//! tokio's clock, so tests that pause it see tokens expire when they say so. A layer built
+//! inside a runtime whose clock is paused pins that runtime by itself.
+
+use std::future::Future;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use tokio::runtime::{Builder, Handle};
+
+use super::clock::Clock;
+
+/// Where background work is spawned, and the clock that goes with it.
+#[derive(Clone, Debug)]
+pub(crate) struct Background {
+    place: Place,
+    clock: Clock,
+}
+
+#[derive(Clone, Debug)]
+enum Place {
+    /// The crate's own runtime thread.
+    Own(Handle),
+    /// A runtime the application chose.
+    Pinned(Handle),
+    /// The crate's thread could not be started: the runtime of whoever needs a refresh.
+    Caller,
+}
+
+impl Background {
+    /// The crate's own runtime, with the system clock; or, inside a runtime whose clock is
+    /// paused, that runtime with its clock.
+    pub(crate) fn default_here() -> Self {
+        if let Some(paused) = paused_runtime() {
+            tracing::debug!("tokio's clock is paused: the layer uses this runtime and its clock");
+            return Self::pinned(paused);
+        }
+        match own_runtime() {
+            Some(handle) => Self {
+                place: Place::Own(handle.clone()),
+                clock: Clock::System,
+            },
+            None => Self {
+                place: Place::Caller,
+                clock: Clock::System,
+            },
+        }
+    }
+
+    /// Everything on `handle`, with tokio's clock.
+    pub(crate) fn pinned(handle: Handle) -> Self {
+        let clock = {
+            let _entered = handle.enter();
+            Clock::tokio()
+        };
+        Self {
+            place: Place::Pinned(handle),
+            clock,
+        }
+    }
+
+    pub(crate) fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// Spawns `task`; `false` if there is nowhere to run it.
+    pub(crate) fn spawn<F>(&self, task: F) -> bool
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let handle = match &self.place {
+            Place::Own(handle) | Place::Pinned(handle) => handle.clone(),
+            Place::Caller => match Handle::try_current() {
+                Ok(handle) => handle,
+                Err(_) => return false,
+            },
+        };
+        drop(handle.spawn(task));
+        true
+    }
+}
+
+/// The crate's own runtime, started on first use; `None` if its thread cannot be started.
+fn own_runtime() -> Option<&'static Handle> {
+    static OWN: OnceLock<Option<Handle>> = OnceLock::new();
+    OWN.get_or_init(|| {
+        let runtime = match Builder::new_current_thread()
+            .enable_all()
+            .thread_name("tower-auth-refresh")
+            .build()
+        {
+            Ok(runtime) => runtime,
+            Err(error) => {
+                tracing::error!(%error, "could not build the token refresh runtime");
+                return None;
+            }
+        };
+        let handle = runtime.handle().clone();
+        let started = std::thread::Builder::new()
+            .name("tower-auth-refresh".into())
+            .spawn(move || runtime.block_on(std::future::pending::<()>()));
+        match started {
+            Ok(_) => Some(handle),
+            Err(error) => {
+                tracing::error!(%error, "could not start the token refresh thread");
+                None
+            }
+        }
+    })
+    .as_ref()
+}
+
+/// The current runtime, if its clock is paused (tokio's `test-util`): its clock stands still
+/// while the system's moves.
+fn paused_runtime() -> Option<Handle> {
+    let handle = Handle::try_current().ok()?;
+    let (tokio_start, start) = (tokio::time::Instant::now(), std::time::Instant::now());
+    while start.elapsed() < Duration::from_micros(20) {
+        std::hint::spin_loop();
+    }
+    (tokio::time::Instant::now() == tokio_start).then_some(handle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_paused_runtime_is_pinned() {
+        assert!(matches!(Background::default_here().place, Place::Pinned(_)));
+    }
+
+    #[tokio::test]
+    async fn a_running_runtime_is_not_used() {
+        let background = Background::default_here();
+        assert!(matches!(background.place, Place::Own(_)));
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        assert!(background.spawn(async move {
+            let name = std::thread::current().name().map(str::to_owned);
+            let _ = sender.send(name);
+        }));
+        assert_eq!(
+            receiver.await.unwrap().as_deref(),
+            Some("tower-auth-refresh")
+        );
+    }
+
+    #[test]
+    fn outside_any_runtime_the_own_one_is_used() {
+        assert!(matches!(Background::default_here().place, Place::Own(_)));
+    }
+}

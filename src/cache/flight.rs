@@ -1,0 +1,240 @@
+//! One refresh ("flight"): runs on the layer's background runtime, detached from every caller.
+//!
+//! The exchange with the refresher runs in a task of its own. Its waiters are released after
+//! the refresh timeout, but the exchange goes on (up to the longer exchange timeout): once a
+//! token endpoint has processed a refresh grant the old refresh token may be spent, so its late
+//! answer is worth more than anything a new attempt could get. While it runs, no other refresh
+//! starts.
+//!
+//! For waiters that have no token to fall back on, a transient failure is retried inside the
+//! flight a few times, quickly (about 150 ms, doubling), within their timeout; the longer
+//! backoff applies between flights.
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, sleep, sleep_until};
+use tower::{Service, ServiceExt};
+use tracing::instrument::{Instrument, WithSubscriber};
+
+use super::failure::{self, Class, Failure, QUICK_RETRIES};
+use super::{Outcome, Shared, lock};
+use crate::refresh::{Cached, RefreshError, RefreshErrorKind, RefreshReason, RefreshRequest};
+use crate::token::{TokenSet, instant_after};
+
+/// The spawned refresh. Dropping it before it settled (only a shutdown of the runtime it runs
+/// on does that) frees the flight slot without counting a failure: a runtime that goes away is
+/// not the refresher's fault.
+pub(super) struct FlightTask {
+    pub(super) shared: Arc<Shared>,
+    pub(super) id: u64,
+    /// The application's epoch when the flight started: a set or clear after it wins.
+    pub(super) epoch: u64,
+    pub(super) reason: RefreshReason,
+    pub(super) publish: watch::Sender<Option<Outcome>>,
+    pub(super) settled: bool,
+}
+
+type Exchanged = Result<TokenSet, (RefreshError, Class)>;
+
+impl FlightTask {
+    pub(super) async fn run(mut self) {
+        let retry = self.shared.settings.retry;
+        let started = Instant::now();
+        let waiters_until = instant_after(started, retry.timeout);
+        let exchange_until = instant_after(started, retry.exchange_timeout.max(retry.timeout));
+        tracing::debug!(reason = %self.reason, "token refresh started");
+        // Quick retries only where waiters have nothing to send meanwhile.
+        let quick_until = matches!(
+            self.reason,
+            RefreshReason::NoToken | RefreshReason::Expired | RefreshReason::Rejected
+        )
+        .then_some(waiters_until);
+        let exchange = exchange(Arc::clone(&self.shared), self.reason, quick_until)
+            .in_current_span()
+            .with_current_subscriber();
+        let mut exchange = AbortOnDrop(tokio::spawn(exchange));
+        let joined = tokio::select! {
+            joined = &mut exchange.0 => Some(joined),
+            () = sleep_until(waiters_until) => None,
+        };
+        let joined = match joined {
+            Some(joined) => joined,
+            None => {
+                self.release_waiters();
+                tokio::select! {
+                    joined = &mut exchange.0 => joined,
+                    () = sleep_until(exchange_until) => {
+                        tracing::warn!(reason = %self.reason, "token refresh abandoned after the exchange timeout");
+                        Ok(Err((RefreshError::new(RefreshErrorKind::Timeout), Class::TRANSIENT)))
+                    }
+                }
+            }
+        };
+        let result = joined.unwrap_or_else(|error| {
+            // The refresher panicked (a runtime shutdown drops this task too, so it never
+            // gets here with a cancelled exchange).
+            let _ = error;
+            Err((
+                RefreshError::new(RefreshErrorKind::Aborted),
+                Class::TRANSIENT,
+            ))
+        });
+        let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let (outcome, installed) = self.settle(result);
+        self.settled = true;
+        match &outcome {
+            Ok(entry) => tracing::debug!(
+                reason = %self.reason,
+                generation = entry.generation,
+                elapsed_ms,
+                "token refresh succeeded"
+            ),
+            Err(error) => {
+                tracing::warn!(reason = %self.reason, elapsed_ms, %error, "token refresh failed");
+            }
+        }
+        let entry = outcome.as_ref().ok().filter(|_| installed).cloned();
+        self.publish.send_replace(Some(outcome));
+        // After the waiters were told: a slow hook delays nobody.
+        if let Some(entry) = entry {
+            self.shared.notify(&entry.tokens);
+        }
+    }
+
+    /// The refresh timeout passed: every waiter gets a timeout error; requests that come while
+    /// the exchange still runs get it at once (a still-valid token is served meanwhile).
+    fn release_waiters(&self) {
+        let error = RefreshError::new(RefreshErrorKind::Timeout);
+        {
+            let mut slot = lock(&self.shared.slot);
+            if let Some(running) = slot.running.as_mut().filter(|r| r.id == self.id) {
+                running.late = Some(error.clone().cached(Cached::UntilTheRunningRefreshEnds));
+            }
+        }
+        tracing::warn!(reason = %self.reason, "token refresh timed out; its waiters are released and the exchange goes on");
+        self.publish.send_replace(Some(Err(error)));
+    }
+
+    /// Installs the result (or records the failure) and frees the flight slot in one step
+    /// under the slot lock: whoever sees the new token as current also sees no refresh
+    /// running, so a 401 for that token starts a refresh of its own instead of joining this
+    /// finished one.
+    fn settle(&self, result: Exchanged) -> (Outcome, bool) {
+        let shared = &self.shared;
+        let retry = &shared.settings.retry;
+        let now = shared.now();
+        let mut slot = lock(&shared.slot);
+        slot.end_flight(self.id);
+        if shared.epoch() != self.epoch {
+            // The application set or cleared tokens meanwhile: theirs stand.
+            let outcome = shared
+                .current
+                .load_full()
+                .ok_or_else(|| RefreshError::new(RefreshErrorKind::Superseded));
+            return (outcome, false);
+        }
+        let error = match result.map(|tokens| shared.prepare(tokens, self.reason, now)) {
+            Ok(Ok(entry)) if !entry.is_expired(now) => {
+                shared.current.store(Some(Arc::clone(&entry)));
+                slot.failure = None;
+                return (Ok(entry), true);
+            }
+            Ok(Ok(expired)) => {
+                // Clock skew, or a stale answer: installing it would make every request
+                // refresh. Keep what it may have rotated, back off like any transient failure.
+                shared.keep_refresh_token(&slot, &expired.tokens);
+                (
+                    RefreshError::new(RefreshErrorKind::AlreadyExpired),
+                    Class::TRANSIENT,
+                )
+            }
+            // A token that cannot be sent: back off rather than call the refresher again on
+            // every request.
+            Ok(Err(error)) => (error, Class::TRANSIENT),
+            Err(failed) => failed,
+        };
+        let (error, class) = error;
+        let failure = Failure::after(slot.failure.as_ref(), error.clone(), class, retry, now);
+        if let Some(current) = shared.current.load_full() {
+            current.allow_background_at(failure.retry_at);
+        }
+        slot.failure = Some(failure);
+        (Err(error), false)
+    }
+}
+
+impl Drop for FlightTask {
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        let mut slot = lock(&self.shared.slot);
+        slot.end_flight(self.id);
+        if std::thread::panicking() && self.shared.epoch() == self.epoch {
+            let error = RefreshError::new(RefreshErrorKind::Aborted);
+            let retry = &self.shared.settings.retry;
+            let failure = Failure::after(
+                slot.failure.as_ref(),
+                error,
+                Class::TRANSIENT,
+                retry,
+                self.shared.now(),
+            );
+            slot.failure = Some(failure);
+        }
+    }
+}
+
+/// Aborts the exchange if the flight is dropped, so no exchange outlives its flight slot.
+struct AbortOnDrop(JoinHandle<Exchanged>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Calls the refresher, with quick retries of transient failures until `quick_until`.
+async fn exchange(
+    shared: Arc<Shared>,
+    reason: RefreshReason,
+    quick_until: Option<Instant>,
+) -> Exchanged {
+    let mut attempt = 0;
+    loop {
+        // Each attempt starts from the cache's state now: an earlier attempt may have left a
+        // rotated refresh token in it.
+        let current = shared.current.load_full().map(|entry| entry.tokens.clone());
+        let request = RefreshRequest::new(reason, current);
+        let result = {
+            let mut refresher = shared.refresher.lock().await;
+            match refresher.ready().await {
+                Ok(refresher) => refresher.call(request).await,
+                Err(error) => Err(error),
+            }
+        };
+        let error = match result {
+            Ok(tokens) => return Ok(tokens),
+            Err(error) => error,
+        };
+        let class = failure::classify(&error);
+        attempt += 1;
+        if let (Some(until), Class::Transient { retry_after }) = (quick_until, class) {
+            let wait = failure::quick_backoff(attempt).max(retry_after.unwrap_or_default());
+            if attempt <= QUICK_RETRIES && instant_after(Instant::now(), wait) < until {
+                tracing::debug!(
+                    %reason,
+                    attempt,
+                    wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                    error = %error,
+                    "token refresh failed; retrying at once for the requests that wait"
+                );
+                sleep(wait).await;
+                continue;
+            }
+        }
+        return Err((RefreshError::refresher(error), class));
+    }
+}
