@@ -10,6 +10,9 @@ use tokio::time::Instant;
 use super::{LockToken, StoreError, StoreErrorKind, StoreFuture, TokenStore, serde};
 use crate::token::TokenSet;
 
+/// A lock held longer than this is surely held by a dead process.
+const LONGEST_LOCK: Duration = Duration::from_secs(24 * 3600);
+
 /// Extends the lock only for its holder.
 const RENEW: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -84,10 +87,10 @@ impl RedisStore {
         })
     }
 
-    /// How long the refresh lock lives if its holder never releases it (default 10 s). Make it
-    /// longer than a refresh takes.
+    /// How long the refresh lock lives if its holder never releases it (default 10 s, at most
+    /// a day). Make it longer than a refresh takes.
     pub fn lock_lifetime(mut self, lifetime: Duration) -> Self {
-        self.lock_lifetime = lifetime;
+        self.lock_lifetime = lifetime.clamp(Duration::from_millis(3), LONGEST_LOCK);
         self
     }
 
@@ -225,7 +228,10 @@ impl TokenStore for RedisStore {
                 RandomState::new().hash_one(1u8),
                 RandomState::new().hash_one(2u8)
             );
-            let give_up = Instant::now() + self.lock_lifetime + Duration::from_secs(1);
+            let give_up = crate::token::instant_after(
+                Instant::now(),
+                self.lock_lifetime.saturating_add(Duration::from_secs(1)),
+            );
             let millis = u64::try_from(self.lock_lifetime.as_millis()).unwrap_or(u64::MAX);
             loop {
                 let value = token.clone();
