@@ -184,21 +184,84 @@ impl Origins {
 }
 
 /// `https` anywhere; `http` only to this machine.
+#[inline]
 fn safe_default(uri: &Uri) -> bool {
     match scheme_is_https(uri) {
         Some(true) => true,
-        Some(false) => uri.host().is_some_and(is_loopback),
+        Some(false) => uri
+            .authority()
+            .is_some_and(|authority| is_loopback_authority(authority.as_str().as_bytes())),
         None => false,
     }
 }
 
-/// `localhost`, `127.0.0.0/8` or `[::1]`.
-fn is_loopback(host: &str) -> bool {
-    if host.eq_ignore_ascii_case("localhost") {
-        return true;
+/// Whether an authority (`[user@]host[:port]`) names this machine: `localhost`,
+/// `127.0.0.0/8` or `[::1]`. On the hot path of plain-http requests to this machine, so the
+/// common forms are read in one pass: `Uri::host` and the address parser each cost more than
+/// the rest of a request's checks together.
+fn is_loopback_authority(authority: &[u8]) -> bool {
+    match authority {
+        // An `@` ends the octets too: `127.0.0.1@elsewhere` is not this machine.
+        [b'1', b'2', b'7', b'.', rest @ ..] => is_three_octets(rest),
+        _ => is_loopback(host_of(authority)),
     }
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The host of an authority, brackets kept for IPv6.
+fn host_of(authority: &[u8]) -> &str {
+    let host = match authority.iter().rposition(|&b| b == b'@') {
+        Some(at) => &authority[at + 1..],
+        None => authority,
+    };
+    let host = if host.first() == Some(&b'[') {
+        host.iter()
+            .position(|&b| b == b']')
+            .map_or(host, |end| &host[..=end])
+    } else {
+        host.iter()
+            .position(|&b| b == b':')
+            .map_or(host, |colon| &host[..colon])
+    };
+    std::str::from_utf8(host).unwrap_or_default()
+}
+
+/// `localhost`, `127.0.0.0/8` or `[::1]`, for hosts as `Origin` keeps them.
+fn is_loopback(host: &str) -> bool {
+    if let Some(rest) = host.strip_prefix("127.") {
+        return !rest.contains(':') && is_three_octets(rest.as_bytes());
+    }
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .strip_prefix('[')
+            .and_then(|host| host.strip_suffix(']'))
+            .and_then(|host| host.parse::<IpAddr>().ok())
+            .is_some_and(|ip| ip.is_loopback())
+}
+
+/// `a.b.c`, each a decimal octet without a leading zero, then the end or a `:port`.
+fn is_three_octets(text: &[u8]) -> bool {
+    let (mut octets, mut value, mut digits) = (0, 0u32, 0);
+    for &b in text {
+        match b {
+            b'0'..=b'9' => {
+                if digits == 1 && value == 0 {
+                    return false;
+                }
+                value = value * 10 + u32::from(b - b'0');
+                digits += 1;
+                if value > 255 {
+                    return false;
+                }
+            }
+            b'.' if digits > 0 && octets < 2 => {
+                octets += 1;
+                (value, digits) = (0, 0);
+            }
+            b':' => break,
+            _ => return false,
+        }
+    }
+    digits > 0 && octets == 2
 }
 
 #[cfg(test)]
@@ -254,6 +317,11 @@ mod tests {
             "http://127.3.0.1/x",
             "http://localhost/x",
             "http://[::1]:80/x",
+            "http://[0:0:0:0:0:0:0:1]/x",
+            "http://LOCALHOST/x",
+            "http://127.255.10.0/x",
+            "http://user@127.0.0.1:80/x",
+            "http://localhost:8080/x",
             "/relative/path",
         ] {
             assert!(default.allow(&uri.parse().unwrap()), "{uri}");
@@ -262,6 +330,11 @@ mod tests {
             "http://api.mangadex.org/user/me",
             "http://10.0.0.1/x",
             "http://127.0.0.1.evil.example/x",
+            "http://127.0.0.256/x",
+            "http://127.0.0/x",
+            "http://127.00.0.1/x",
+            "http://127.0.0.1@elsewhere.example/x",
+            "http://[::2]/x",
             "ws://127.0.0.1/x",
         ] {
             assert!(!default.allow(&uri.parse().unwrap()), "{uri}");
