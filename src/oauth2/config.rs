@@ -9,7 +9,7 @@ use http::Uri;
 
 use super::error::{Error, ErrorKind};
 use super::refresher::OAuth2Refresher;
-use crate::token::Secret;
+use crate::token::{RefreshToken, Secret};
 
 /// Token responses larger than this are refused by default.
 const DEFAULT_MAX_RESPONSE: usize = 64 * 1024;
@@ -44,6 +44,18 @@ impl Config {
             refresh_margin: Duration::from_secs(30),
             max_response: DEFAULT_MAX_RESPONSE,
         }
+    }
+
+    /// What a request may send that must never come back in an error: the client secret, the
+    /// password, and the refresh token `presented`.
+    pub(super) fn secrets<'a>(&'a self, presented: Option<&'a RefreshToken>) -> Vec<&'a str> {
+        let mut secrets = Vec::with_capacity(3);
+        secrets.extend(self.client_secret.as_ref().map(Secret::secret));
+        if let Some(Login::Password { password, .. }) = &self.login {
+            secrets.push(password.secret());
+        }
+        secrets.extend(presented.map(RefreshToken::secret));
+        secrets
     }
 }
 
