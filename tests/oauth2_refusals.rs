@@ -3,7 +3,7 @@
 //!
 //! Once the server has answered a refresh grant, the old refresh token may be spent: a refused
 //! answer still keeps its rotated refresh token (1), only a real OAuth2 refusal is terminal
-//! (2), and errors name the server's words (4).
+//! (2), a refresh does not re-send the login scope (3), and errors name the server's words (4).
 
 use std::time::Duration;
 
@@ -210,6 +210,27 @@ async fn a_page_in_front_of_the_token_endpoint_is_transient() {
     assert_eq!(fresh.get().await.unwrap(), StatusCode::OK);
 }
 
+// 3. The login scope is not sent again on refresh (RFC 6749 §6): a server that granted fewer
+// scopes than asked (§3.3) would refuse a refresh asking for them.
+#[tokio::test]
+async fn a_refresh_does_not_resend_the_login_scope() {
+    let rig = start(
+        ProviderConfig::default()
+            .granted_scope("groups email")
+            .access_lifetime(Duration::from_secs(1)),
+        |b| b.scope("openid groups email profile"),
+        |l| l,
+    )
+    .await;
+    assert_eq!(rig.get().await.unwrap(), StatusCode::OK);
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert_eq!(rig.get().await.unwrap(), StatusCode::OK);
+    }
+    let stats = rig.idp.stats();
+    assert_eq!((stats.password_grants, stats.refresh_grants), (1, 2));
+}
+
 // 4. `unauthorized_client` for a grant the client may not use is no client-credentials problem:
 // the error says which grant, and the server's code and words.
 #[tokio::test]
@@ -321,6 +342,43 @@ async fn a_caller_that_keeps_the_rotated_refresh_token_gets_on() {
     let other = idp.refresher_builder().build_http().unwrap();
     other.refresh(&kept).await.unwrap();
     assert_eq!(idp.stats().reuse_detected, 0);
+}
+
+// 3. An explicit refresh scope beyond the grant is refused with `invalid_scope`: the refresher
+// logs in again where it can, and says `ScopeRejected` where it cannot.
+#[tokio::test]
+async fn an_invalid_scope_refresh_falls_back_to_a_login() {
+    let rig = start(
+        ProviderConfig::default().granted_scope("groups email"),
+        |b| b.scope("groups email").refresh_scope("profile"),
+        |l| l,
+    )
+    .await;
+    rig.handle.token().await.unwrap();
+    rig.handle.refresh().await.unwrap();
+    assert_eq!(rig.get().await.unwrap(), StatusCode::OK);
+    let stats = rig.idp.stats();
+    assert_eq!((stats.password_grants, stats.refresh_grants), (2, 0));
+
+    let config = rig.idp.config();
+    let refresh_only = oauth2::OAuth2Refresher::builder(rig.idp.token_url(), config.client_id())
+        .client_secret(config.client_secret())
+        .refresh_scope("profile")
+        .build_http()
+        .unwrap();
+    let login = rig.idp.refresher_builder().build_http().unwrap();
+    let tokens = login.login().await.unwrap();
+    let handle = AuthLayer::new(refresh_only).handle();
+    handle.set_tokens(tokens).unwrap();
+    let error = handle.refresh().await.unwrap_err();
+    let oauth = oauth2_error(&error);
+    assert_eq!(oauth.kind(), ErrorKind::ScopeRejected);
+    assert_eq!(oauth.grant_type(), Some("refresh_token"));
+    assert_eq!(
+        oauth.error_description(),
+        Some("refresh token missing requested scope")
+    );
+    assert!(!oauth.is_transient());
 }
 
 // The scenario: 64 workers through several refreshes, with reuse detection; one refresh answer

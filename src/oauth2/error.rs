@@ -57,7 +57,8 @@ pub enum ErrorKind {
     /// {"error":"unauthorized_client","error_description":"requested grant type is not allowed
     /// for this client"}`.
     GrantNotAllowed,
-    /// The `scope` asked for was refused: `invalid_scope`.
+    /// The `scope` asked for was refused: `invalid_scope`. To a refresh, the
+    /// [`OAuth2Refresher`](super::OAuth2Refresher) answers with a new login when it can.
     ///
     /// Keycloak `400 {"error":"invalid_scope","error_description":"Invalid scopes: openid
     /// admin"}`; node oidc-provider, to a refresh asking for more than the login was granted,

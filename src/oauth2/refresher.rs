@@ -24,7 +24,8 @@ use crate::token::{RefreshToken, TokenSet};
 ///
 /// It refreshes with the `refresh_token` grant while it has a refresh token that is not about
 /// to expire, and logs in (password or client credentials grant) when it has none, or when the
-/// server refuses the refresh token (`invalid_grant`: expired, revoked, session ended). A login the server refuses is terminal ([`ErrorKind::CredentialsRejected`],
+/// server refuses the refresh (`invalid_grant`: expired, revoked, session ended;
+/// `invalid_scope`). A login the server refuses is terminal ([`ErrorKind::CredentialsRejected`],
 /// [`ErrorKind::ClientRejected`], …); transient failures ([`Error::is_transient`]: 5xx, 429,
 /// connection errors, pages that are not OAuth2 errors, unusable success answers) never cause a
 /// login.
@@ -120,7 +121,8 @@ where
         Ok(keep_refresh_token(tokens, known_expiry, presented))
     }
 
-    /// The recovery chain: refresh, else log in; a refused refresh token leads to a login.
+    /// The recovery chain: refresh, else log in; a refused refresh token or refresh scope
+    /// leads to a login.
     async fn renew(&self, request: RefreshRequest) -> Result<TokenSet, Error> {
         let usable = request
             .current()
@@ -128,10 +130,12 @@ where
         if let Some(current) = usable {
             match self.refresh(current).await {
                 Err(error)
-                    if error.kind() == ErrorKind::RefreshTokenRejected
-                        && self.config.login.is_some() =>
+                    if matches!(
+                        error.kind(),
+                        ErrorKind::RefreshTokenRejected | ErrorKind::ScopeRejected
+                    ) && self.config.login.is_some() =>
                 {
-                    tracing::info!(error = %error, "refresh token refused; logging in again");
+                    tracing::info!(error = %error, "refresh refused; logging in again");
                 }
                 outcome => return outcome,
             }
