@@ -169,8 +169,8 @@ async fn a_refresh_token_past_its_expiry_is_not_sent() {
     assert_eq!(stats.invalid_grants, 0);
 }
 
-// 4. Wrong password, wrong client secret: a typed credentials error with the server's words,
-// and no retry loop.
+// 4. Wrong password, wrong client secret: a typed terminal error with the server's words, and
+// no retry loop.
 #[tokio::test]
 async fn rejected_credentials_are_a_typed_terminal_error() {
     let idp = IdentityProvider::start(ProviderConfig::default())
@@ -179,23 +179,25 @@ async fn rejected_credentials_are_a_typed_terminal_error() {
     let cases = [
         (
             idp.refresher_builder().password("reader", "wrong"),
+            ErrorKind::CredentialsRejected,
             StatusCode::UNAUTHORIZED,
             "invalid_grant",
             "Invalid user credentials",
         ),
         (
             idp.refresher_builder().client_secret("wrong"),
+            ErrorKind::ClientRejected,
             StatusCode::UNAUTHORIZED,
             "unauthorized_client",
             "Invalid client or Invalid client credentials",
         ),
     ];
-    for (builder, status, code, description) in cases {
+    for (builder, kind, status, code, description) in cases {
         let handle = AuthLayer::new(builder.build_http().unwrap()).handle();
         let before = idp.stats().requests;
         let error = handle.token().await.unwrap_err();
         let oauth = oauth2_error(&error);
-        assert_eq!(oauth.kind(), ErrorKind::CredentialsRejected);
+        assert_eq!(oauth.kind(), kind);
         assert_eq!(oauth.status(), Some(status));
         assert_eq!(oauth.error_code(), Some(code));
         assert_eq!(oauth.error_description(), Some(description));
@@ -206,7 +208,7 @@ async fn rejected_credentials_are_a_typed_terminal_error() {
 }
 
 #[tokio::test]
-async fn the_legacy_invalid_client_is_credentials_rejected_too() {
+async fn the_legacy_invalid_client_is_client_rejected_too() {
     let idp = IdentityProvider::start(ProviderConfig::default().legacy_invalid_client(true))
         .await
         .unwrap();
@@ -216,7 +218,7 @@ async fn the_legacy_invalid_client_is_credentials_rejected_too() {
         .build_http()
         .unwrap();
     let error = refresher.login().await.unwrap_err();
-    assert_eq!(error.kind(), ErrorKind::CredentialsRejected);
+    assert_eq!(error.kind(), ErrorKind::ClientRejected);
     assert_eq!(error.error_code(), Some("invalid_client"));
 }
 

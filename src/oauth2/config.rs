@@ -9,7 +9,7 @@ use http::Uri;
 
 use super::error::{Error, ErrorKind};
 use super::refresher::OAuth2Refresher;
-use crate::token::Secret;
+use crate::token::{RefreshToken, Secret};
 
 /// Token responses larger than this are refused by default.
 const DEFAULT_MAX_RESPONSE: usize = 64 * 1024;
@@ -28,6 +28,7 @@ pub(super) struct Config {
     pub(super) client_secret: Option<Secret>,
     pub(super) login: Option<Login>,
     pub(super) scope: Option<String>,
+    pub(super) refresh_scope: Option<String>,
     pub(super) refresh_margin: Duration,
     pub(super) max_response: usize,
 }
@@ -41,9 +42,22 @@ impl Config {
             client_secret: None,
             login: None,
             scope: None,
+            refresh_scope: None,
             refresh_margin: Duration::from_secs(30),
             max_response: DEFAULT_MAX_RESPONSE,
         }
+    }
+
+    /// What a request may send that must never come back in an error: the client secret, the
+    /// password, and the refresh token `presented`.
+    pub(super) fn secrets<'a>(&'a self, presented: Option<&'a RefreshToken>) -> Vec<&'a str> {
+        let mut secrets = Vec::with_capacity(3);
+        secrets.extend(self.client_secret.as_ref().map(Secret::secret));
+        if let Some(Login::Password { password, .. }) = &self.login {
+            secrets.push(password.secret());
+        }
+        secrets.extend(presented.map(RefreshToken::secret));
+        secrets
     }
 }
 
@@ -60,6 +74,7 @@ impl fmt::Debug for Config {
             .field("client_secret", &self.client_secret)
             .field("login", &login)
             .field("scope", &self.scope)
+            .field("refresh_scope", &self.refresh_scope)
             .field("refresh_margin", &self.refresh_margin)
             .finish()
     }
@@ -72,6 +87,7 @@ pub struct OAuth2RefresherBuilder {
     client_secret: Option<Secret>,
     login: Option<Login>,
     scope: Option<String>,
+    refresh_scope: Option<String>,
     refresh_margin: Duration,
     max_response: usize,
 }
@@ -84,6 +100,7 @@ impl OAuth2RefresherBuilder {
             client_secret: None,
             login: None,
             scope: None,
+            refresh_scope: None,
             refresh_margin: Duration::from_secs(30),
             max_response: DEFAULT_MAX_RESPONSE,
         }
@@ -111,9 +128,24 @@ impl OAuth2RefresherBuilder {
         self
     }
 
-    /// The `scope` to ask for on login.
+    /// The `scope` to ask for on login (default: none, the server's default scopes).
+    ///
+    /// A refresh does not send it: without `scope` a refresh keeps whatever the login was
+    /// granted (RFC 6749 §6), and a server that granted fewer scopes than asked (§3.3) would
+    /// refuse a refresh asking for them all. See [`refresh_scope`](Self::refresh_scope).
     pub fn scope(mut self, scope: impl Into<String>) -> Self {
         self.scope = Some(scope.into());
+        self
+    }
+
+    /// A `scope` to ask for on refresh, to get access tokens narrower than the login's grant
+    /// (default: none, which keeps the whole grant).
+    ///
+    /// It must be within what the login was granted: a server refuses more with
+    /// `invalid_scope` ([`ErrorKind::ScopeRejected`]), and the refresher then logs in again
+    /// if it has a login grant.
+    pub fn refresh_scope(mut self, scope: impl Into<String>) -> Self {
+        self.refresh_scope = Some(scope.into());
         self
     }
 
@@ -167,6 +199,7 @@ impl OAuth2RefresherBuilder {
             client_secret: self.client_secret,
             login: self.login,
             scope: self.scope,
+            refresh_scope: self.refresh_scope,
             refresh_margin: self.refresh_margin,
             max_response: self.max_response,
         };

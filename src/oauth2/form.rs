@@ -15,25 +15,39 @@ pub(super) fn login(config: &Config) -> Option<(Grant, Zeroizing<String>)> {
                 config,
                 Grant::Password,
                 &[("username", username), ("password", password.secret())],
+                config.scope.as_deref(),
             ),
         )),
         Login::ClientCredentials => Some((
             Grant::ClientCredentials,
-            encode(config, Grant::ClientCredentials, &[]),
+            encode(
+                config,
+                Grant::ClientCredentials,
+                &[],
+                config.scope.as_deref(),
+            ),
         )),
     }
 }
 
-/// The refresh_token grant's form.
+/// The refresh_token grant's form. It asks for no `scope` unless told to: without one, the
+/// server keeps the whole grant (RFC 6749 §6), whereas the login's scope may be more than the
+/// server granted (§3.3) and get the refresh refused.
 pub(super) fn refresh(config: &Config, refresh_token: &RefreshToken) -> Zeroizing<String> {
     encode(
         config,
         Grant::RefreshToken,
         &[("refresh_token", refresh_token.secret())],
+        config.refresh_scope.as_deref(),
     )
 }
 
-fn encode(config: &Config, grant: Grant, fields: &[(&str, &str)]) -> Zeroizing<String> {
+fn encode(
+    config: &Config,
+    grant: Grant,
+    fields: &[(&str, &str)],
+    scope: Option<&str>,
+) -> Zeroizing<String> {
     let mut form: Vec<(&str, &str)> = Vec::with_capacity(6);
     form.push(("grant_type", grant.as_str()));
     form.extend_from_slice(fields);
@@ -41,7 +55,7 @@ fn encode(config: &Config, grant: Grant, fields: &[(&str, &str)]) -> Zeroizing<S
     if let Some(secret) = &config.client_secret {
         form.push(("client_secret", secret.secret()));
     }
-    if let Some(scope) = &config.scope {
+    if let Some(scope) = scope {
         form.push(("scope", scope));
     }
     // Encoding `&str` pairs cannot fail; an empty body would be refused by the server.
@@ -76,6 +90,23 @@ mod tests {
         );
         let decoded: Vec<(String, String)> = serde_urlencoded::from_str(&form).unwrap();
         assert_eq!(decoded[2], ("password".into(), "p&ss=w+rd é".into()));
+    }
+
+    #[test]
+    fn only_an_explicit_refresh_scope_goes_into_a_refresh() {
+        let mut config = config(Some(Login::ClientCredentials));
+        config.scope = Some("openid profile".into());
+        let form = refresh(&config, &RefreshToken::new("rt"));
+        assert!(!form.contains("scope"), "{}", form.as_str());
+        let (_, login) = login(&config).unwrap();
+        assert!(
+            login.ends_with("&scope=openid+profile"),
+            "{}",
+            login.as_str()
+        );
+        config.refresh_scope = Some("profile".into());
+        let form = refresh(&config, &RefreshToken::new("rt"));
+        assert!(form.ends_with("&scope=profile"), "{}", form.as_str());
     }
 
     #[test]

@@ -8,6 +8,16 @@
 //! Eager login, to fail fast on bad credentials at start-up, is
 //! [`AuthHandle::token`](crate::AuthHandle::token); otherwise the first request logs in.
 //!
+//! # Never throwing a session away
+//!
+//! Once the token endpoint has answered a refresh grant, the old refresh token may be spent
+//! (Keycloak rotates it on every refresh). So a refresh token the server sent is kept even in
+//! an answer that is otherwise refused ([`Error::refresh_token`]); an implausible `expires_in`
+//! is ignored rather than refused; a refresh sends no `scope` (RFC 6749 §6 keeps the grant);
+//! and only a parseable RFC 6749 §5.2 refusal is terminal: an ingress's HTML 404 or a WAF's
+//! 403 page is [`ErrorKind::Transient`]. [`ErrorKind`] lists which server answers give which
+//! kind.
+//!
 //! # Example
 //!
 //! ```
@@ -39,6 +49,7 @@ mod error;
 mod form;
 mod refresher;
 mod response;
+mod rotation;
 
 use bytes::Bytes;
 use http_body_util::Full;

@@ -16,6 +16,7 @@ use super::config::{Config, OAuth2RefresherBuilder};
 use super::error::{Error, ErrorKind};
 use super::form;
 use super::response::{self, Grant};
+use super::rotation::Rotations;
 use crate::refresh::{BoxError, RefreshRequest};
 use crate::token::{RefreshToken, TokenSet};
 
@@ -23,18 +24,23 @@ use crate::token::{RefreshToken, TokenSet};
 ///
 /// It refreshes with the `refresh_token` grant while it has a refresh token that is not about
 /// to expire, and logs in (password or client credentials grant) when it has none, or when the
-/// server refuses the refresh token (`invalid_grant`: expired, revoked, session ended). A
-/// login the server refuses is [`ErrorKind::CredentialsRejected`]; transient failures (5xx,
-/// 429, connection errors) are [`ErrorKind::Transient`] and never cause a login.
+/// server refuses the refresh (`invalid_grant`: expired, revoked, session ended;
+/// `invalid_scope`). A login the server refuses is terminal ([`ErrorKind::CredentialsRejected`],
+/// [`ErrorKind::ClientRejected`], …); transient failures ([`Error::is_transient`]: 5xx, 429,
+/// connection errors, pages that are not OAuth2 errors, unusable success answers) never cause a
+/// login.
 ///
 /// A refresh answer without a refresh token keeps the old one; a new one always replaces it
-/// (Keycloak rotates them).
+/// (Keycloak rotates them), even in an answer that is otherwise refused: the error carries it
+/// ([`Error::refresh_token`]), and the refresher remembers it, so that asked to refresh with the
+/// spent token again it presents the new one.
 ///
 /// It is generic over the HTTP client `C`, any `Service<http::Request<Full<Bytes>>>`. See
 /// the [module example](super#example).
 pub struct OAuth2Refresher<C> {
     client: C,
     config: Arc<Config>,
+    rotations: Arc<Rotations>,
 }
 
 impl OAuth2Refresher<()> {
@@ -50,7 +56,11 @@ impl OAuth2Refresher<()> {
 
 impl<C> OAuth2Refresher<C> {
     pub(super) fn from_parts(client: C, config: Arc<Config>) -> Self {
-        Self { client, config }
+        Self {
+            client,
+            config,
+            rotations: Arc::default(),
+        }
     }
 }
 
@@ -70,25 +80,49 @@ where
             )
         })?;
         tracing::debug!(grant = grant.as_str(), "logging in at the token endpoint");
-        self.exchange(grant, form).await
+        self.exchange(grant, form, None).await
     }
 
-    /// Exchanges `refresh_token` for new tokens. An answer without a refresh token keeps
-    /// `refresh_token`.
+    /// Exchanges the refresh token of `current` for new tokens. An answer without a refresh
+    /// token keeps the one presented.
+    ///
+    /// If that refresh token was rotated out in an answer this refresher refused, the one that
+    /// answer issued is presented instead.
     pub async fn refresh(&self, current: &TokenSet) -> Result<TokenSet, Error> {
-        let refresh_token = current.refresh_token().ok_or_else(|| {
+        let held = current.refresh_token().ok_or_else(|| {
             Error::new(
                 ErrorKind::NoCredentials,
                 "there is no refresh token to refresh with",
             )
         })?;
+        let replacement = self.rotations.replacement(held);
+        if replacement.is_some() {
+            tracing::info!(
+                "presenting the refresh token a refused answer issued, not the spent one"
+            );
+        }
+        let presented = replacement.as_ref().unwrap_or(held);
         tracing::debug!("refreshing at the token endpoint");
-        let form = form::refresh(&self.config, refresh_token);
-        let tokens = self.exchange(Grant::RefreshToken, form).await?;
-        Ok(keep_refresh_token(tokens, current, refresh_token))
+        let form = form::refresh(&self.config, presented);
+        let outcome = self
+            .exchange(Grant::RefreshToken, form, Some(presented))
+            .await;
+        match &outcome {
+            Err(error) => match error.refresh_token() {
+                Some(issued) => self.rotations.rotated(presented, issued),
+                None if !error.is_transient() => self.rotations.settled(presented),
+                None => {}
+            },
+            Ok(_) => self.rotations.settled(presented),
+        }
+        let tokens = outcome?;
+        // The expiry known for `held` says nothing of a replacement.
+        let known_expiry = replacement.is_none().then_some(current);
+        Ok(keep_refresh_token(tokens, known_expiry, presented))
     }
 
-    /// The recovery chain: refresh, else log in; a refused refresh token leads to a login.
+    /// The recovery chain: refresh, else log in; a refused refresh token or refresh scope
+    /// leads to a login.
     async fn renew(&self, request: RefreshRequest) -> Result<TokenSet, Error> {
         let usable = request
             .current()
@@ -96,10 +130,12 @@ where
         if let Some(current) = usable {
             match self.refresh(current).await {
                 Err(error)
-                    if error.kind() == ErrorKind::RefreshTokenRejected
-                        && self.config.login.is_some() =>
+                    if matches!(
+                        error.kind(),
+                        ErrorKind::RefreshTokenRejected | ErrorKind::ScopeRejected
+                    ) && self.config.login.is_some() =>
                 {
-                    tracing::info!(error = %error, "refresh token refused; logging in again");
+                    tracing::info!(error = %error, "refresh refused; logging in again");
                 }
                 outcome => return outcome,
             }
@@ -112,7 +148,13 @@ where
         self.login().await
     }
 
-    async fn exchange(&self, grant: Grant, form: Zeroizing<String>) -> Result<TokenSet, Error> {
+    /// Sends one grant; `presented` is the refresh token it sends, if any.
+    async fn exchange(
+        &self,
+        grant: Grant,
+        form: Zeroizing<String>,
+        presented: Option<&RefreshToken>,
+    ) -> Result<TokenSet, Error> {
         let mut request = Request::new(Full::new(Bytes::from(form.as_bytes().to_vec())));
         *request.method_mut() = Method::POST;
         *request.uri_mut() = self.config.token_url.clone();
@@ -130,13 +172,21 @@ where
             .await
             .map_err(|error| {
                 Error::new(ErrorKind::Transient, "could not reach the token endpoint")
+                    .with_grant(grant)
                     .with_source(error)
             })?;
         let (parts, body) = response.into_parts();
         let body = response::read_body(body, self.config.max_response)
             .await
-            .map_err(|error| error.with_status(parts.status))?;
-        let outcome = response::interpret(grant, parts.status, &parts.headers, body.as_deref());
+            .map_err(|error| error.with_grant(grant).with_status(parts.status))?;
+        let secrets = self.config.secrets(presented);
+        let outcome = response::interpret(
+            grant,
+            parts.status,
+            &parts.headers,
+            body.as_deref(),
+            &secrets,
+        );
         match &outcome {
             Ok(_) => tracing::debug!(
                 grant = grant.as_str(),
@@ -151,13 +201,17 @@ where
     }
 }
 
-/// A refresh answer without a refresh token keeps the one it was made with.
-fn keep_refresh_token(tokens: TokenSet, current: &TokenSet, used: &RefreshToken) -> TokenSet {
+/// A refresh answer without a refresh token keeps the one it was made with, and its expiry
+/// from `known`, the token set it came from.
+fn keep_refresh_token(tokens: TokenSet, known: Option<&TokenSet>, used: &RefreshToken) -> TokenSet {
     if tokens.refresh_token().is_some() {
         return tokens;
     }
     let tokens = tokens.with_refresh_token(used.clone());
-    match (tokens.refresh_expires_at(), current.refresh_expires_at()) {
+    match (
+        tokens.refresh_expires_at(),
+        known.and_then(TokenSet::refresh_expires_at),
+    ) {
         (None, Some(at)) => tokens.with_refresh_expires_at(at),
         _ => tokens,
     }
@@ -192,6 +246,7 @@ impl<C: Clone> Clone for OAuth2Refresher<C> {
         Self {
             client: self.client.clone(),
             config: Arc::clone(&self.config),
+            rotations: Arc::clone(&self.rotations),
         }
     }
 }

@@ -1,27 +1,29 @@
-//! Reading token-endpoint answers: strictly, with a size cap, never panicking.
+//! Reading token-endpoint answers: with a size cap, never panicking, and never throwing away a
+//! refresh token the server sent.
 
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http::header::RETRY_AFTER;
+use http::header::{CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderMap, StatusCode};
 use http_body::Body;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::Deserialize;
+use serde_json::Value;
 
 use super::error::{Error, ErrorKind};
 use crate::refresh::BoxError;
-use crate::token::TokenSet;
+use crate::token::{RefreshToken, TokenSet};
 
 /// `expires_in` beyond this (ten years) is taken for a server bug, not a lifetime.
 const LONGEST_EXPIRES_IN: f64 = 10.0 * 365.0 * 24.0 * 3600.0;
-/// A server's `error_description` is cut to this many characters.
+/// A server's `error` and `error_description` are cut to this many characters.
 const LONGEST_DESCRIPTION: usize = 512;
 /// A `Retry-After` longer than this (a day) is capped.
 const LONGEST_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
 
 /// Which grant a response answers: an `invalid_grant` means different things for each.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) enum Grant {
     Password,
     RefreshToken,
@@ -35,6 +37,13 @@ impl Grant {
             Self::RefreshToken => "refresh_token",
             Self::ClientCredentials => "client_credentials",
         }
+    }
+}
+
+impl std::fmt::Debug for Grant {
+    // As the `grant_type` it is sent as: `RefreshToken` in a `Debug` line reads like a secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -55,67 +64,78 @@ where
     }
 }
 
-/// Turns a token-endpoint answer into a token set or a classified error.
+/// Turns a token-endpoint answer into a token set or a classified error. `secrets` are what
+/// the request sent (password, client secret, refresh token): a server that echoes one in its
+/// `error_description` does not get it into a log.
 pub(super) fn interpret(
     grant: Grant,
     status: StatusCode,
     headers: &HeaderMap,
     body: Option<&[u8]>,
+    secrets: &[&str],
 ) -> Result<TokenSet, Error> {
-    if status.is_success() {
-        let body = body.ok_or_else(|| {
-            Error::new(
-                ErrorKind::InvalidResponse,
-                "the token response is too large",
-            )
-            .with_status(status)
-        })?;
-        return parse_token_response(body).map_err(|error| error.with_status(status));
-    }
-    Err(classify(grant, status, headers, body.unwrap_or_default()))
-}
-
-/// A number of seconds, as a JSON number or (some servers) a numeric string.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Seconds {
-    Number(f64),
-    Text(String),
-}
-
-impl Seconds {
-    fn value(&self) -> Option<f64> {
-        match self {
-            Self::Number(n) => Some(*n),
-            Self::Text(text) => text.trim().parse().ok(),
+    let outcome = if status.is_success() {
+        match body {
+            Some(body) => parse_token_response(body),
+            None => Err(invalid("the token response is too large")),
         }
-        .filter(|n: &f64| n.is_finite())
-    }
+    } else {
+        Err(classify(
+            grant,
+            status,
+            headers,
+            body.unwrap_or_default(),
+            secrets,
+        ))
+    };
+    outcome.map_err(|error| error.with_grant(grant).with_status(status))
 }
 
+/// A number of seconds, as a JSON number or (some servers) a numeric string; `None` for
+/// anything else, and for infinities.
+fn seconds(value: &Value) -> Option<f64> {
+    match value {
+        Value::Number(n) => n.as_f64(),
+        Value::String(text) => text.trim().parse().ok(),
+        _ => None,
+    }
+    .filter(|n: &f64| n.is_finite())
+}
+
+/// The fields read, as whatever JSON the server sent: each is checked on its own, so that one
+/// bad field does not hide the refresh token in another.
 #[derive(Deserialize)]
 struct TokenResponse {
-    access_token: Option<String>,
-    token_type: Option<String>,
-    expires_in: Option<Seconds>,
-    refresh_token: Option<String>,
-    refresh_expires_in: Option<Seconds>,
+    access_token: Option<Value>,
+    token_type: Option<Value>,
+    expires_in: Option<Value>,
+    refresh_token: Option<Value>,
+    refresh_expires_in: Option<Value>,
 }
 
 fn invalid(message: &'static str) -> Error {
     Error::new(ErrorKind::InvalidResponse, message)
 }
 
-/// Parses a successful token response body (RFC 6749 §5.1), strictly: the checks the
-/// refresher makes on every answer, for clients that talk to the token endpoint themselves.
+/// Parses a successful token response body (RFC 6749 §5.1): the checks the refresher makes on
+/// every answer, for clients that talk to the token endpoint themselves.
+///
+/// Refused ([`ErrorKind::InvalidResponse`]) only when there is no usable access token: not a
+/// JSON object, no `access_token` or one a header cannot carry, a `token_type` other than
+/// Bearer (any case), a `refresh_token` that is not visible ASCII. A refused answer's valid
+/// refresh token is kept in the error ([`Error::refresh_token`]): the server may have rotated
+/// the old one out. An implausible `expires_in` or `refresh_expires_in` (zero or negative, over
+/// ten years, not a number) is ignored with a warning, for the JWT `exp` claim or the default
+/// lifetime.
 ///
 /// ```
 /// use tower_auth_refresh::oauth2::{parse_token_response, ErrorKind};
 ///
-/// let tokens = parse_token_response(br#"{"access_token":"abc","token_type":"Bearer","expires_in":900}"#)?;
+/// let tokens = parse_token_response(br#"{"access_token":"abc","token_type":"bearer","expires_in":900}"#)?;
 /// assert_eq!(tokens.access_token().secret(), "abc");
-/// let error = parse_token_response(br#"{"access_token":"abc","token_type":"mac"}"#).unwrap_err();
+/// let error = parse_token_response(br#"{"access_token":"abc","token_type":"mac","refresh_token":"r2"}"#).unwrap_err();
 /// assert_eq!(error.kind(), ErrorKind::InvalidResponse);
+/// assert_eq!(error.refresh_token().map(|token| token.secret()), Some("r2"));
 /// # Ok::<(), tower_auth_refresh::oauth2::Error>(())
 /// ```
 pub fn parse_token_response(body: &[u8]) -> Result<TokenSet, Error> {
@@ -126,47 +146,72 @@ pub fn parse_token_response(body: &[u8]) -> Result<TokenSet, Error> {
     let response: TokenResponse = serde_json::from_slice(body).map_err(|error| {
         invalid("the token response is not the expected JSON").with_source(error)
     })?;
-    let access_token = response
-        .access_token
-        .filter(|token| !token.is_empty())
-        .ok_or_else(|| invalid("the token response has no access_token"))?;
-    if !is_token_text(&access_token) {
+    // First the refresh token: once the server has answered, it may be the only live one.
+    let refresh_token = match &response.refresh_token {
+        None => None,
+        Some(Value::String(token)) if token.is_empty() => None,
+        Some(Value::String(token)) if is_token_text(token) => {
+            Some(RefreshToken::new(token.as_str()))
+        }
+        Some(_) => {
+            return Err(invalid(
+                "the refresh_token is not a string of visible ASCII",
+            ));
+        }
+    };
+    let access_token =
+        access_token(&response).map_err(|error| error.with_refresh_token(refresh_token.clone()))?;
+    let mut tokens = TokenSet::new(access_token);
+    if let Some(expires_in) = &response.expires_in {
+        match seconds(expires_in).filter(|s| *s > 0.0 && *s <= LONGEST_EXPIRES_IN) {
+            Some(seconds) => tokens = tokens.with_expires_in(Duration::from_secs_f64(seconds)),
+            None => tracing::warn!(
+                "the token endpoint's expires_in is not a plausible lifetime; \
+                 using the access token's exp claim or the default lifetime"
+            ),
+        }
+    }
+    if let Some(refresh_token) = refresh_token {
+        tokens = tokens.with_refresh_token(refresh_token);
+    }
+    if let Some(refresh_expires_in) = &response.refresh_expires_in {
+        match seconds(refresh_expires_in).filter(|s| *s >= 0.0) {
+            // Keycloak says 0 for refresh tokens that do not expire (offline tokens).
+            Some(seconds) if seconds > 0.0 && seconds <= LONGEST_EXPIRES_IN => {
+                tokens = tokens.with_refresh_expires_in(Duration::from_secs_f64(seconds));
+            }
+            Some(_) => {}
+            None => tracing::warn!(
+                "the token endpoint's refresh_expires_in is negative or not a number; ignored"
+            ),
+        }
+    }
+    Ok(tokens)
+}
+
+/// The access token, if the answer has a usable one.
+fn access_token(response: &TokenResponse) -> Result<String, Error> {
+    let access_token = match &response.access_token {
+        Some(Value::String(token)) if !token.is_empty() => token,
+        Some(Value::String(_)) | None | Some(Value::Null) => {
+            return Err(invalid("the token response has no access_token"));
+        }
+        Some(_) => return Err(invalid("the access_token is not a string")),
+    };
+    if !is_token_text(access_token) {
         return Err(invalid(
             "the access_token has characters that cannot be sent in a header",
         ));
     }
     if let Some(token_type) = &response.token_type {
-        if !token_type.eq_ignore_ascii_case("bearer") {
+        if !token_type
+            .as_str()
+            .is_some_and(|token_type| token_type.eq_ignore_ascii_case("bearer"))
+        {
             return Err(invalid("the token_type is not Bearer"));
         }
     }
-    let mut tokens = TokenSet::new(access_token);
-    if let Some(expires_in) = &response.expires_in {
-        let seconds = expires_in
-            .value()
-            .filter(|s| *s > 0.0 && *s <= LONGEST_EXPIRES_IN)
-            .ok_or_else(|| invalid("the expires_in is not a positive, plausible lifetime"))?;
-        tokens = tokens.with_expires_in(Duration::from_secs_f64(seconds));
-    }
-    if let Some(refresh_token) = response.refresh_token.filter(|token| !token.is_empty()) {
-        if !is_token_text(&refresh_token) {
-            return Err(invalid(
-                "the refresh_token has characters outside visible ASCII",
-            ));
-        }
-        tokens = tokens.with_refresh_token(refresh_token);
-    }
-    if let Some(refresh_expires_in) = &response.refresh_expires_in {
-        let seconds = refresh_expires_in
-            .value()
-            .filter(|s| *s >= 0.0)
-            .ok_or_else(|| invalid("the refresh_expires_in is negative or not a number"))?;
-        // Keycloak says 0 for refresh tokens that do not expire (offline tokens).
-        if seconds > 0.0 && seconds <= LONGEST_EXPIRES_IN {
-            tokens = tokens.with_refresh_expires_in(Duration::from_secs_f64(seconds));
-        }
-    }
-    Ok(tokens)
+    Ok(access_token.clone())
 }
 
 /// Visible ASCII without spaces: what a bearer token can be (RFC 6750's b64token is narrower,
@@ -175,6 +220,7 @@ fn is_token_text(token: &str) -> bool {
     token.bytes().all(|b| b.is_ascii_graphic())
 }
 
+/// An RFC 6749 §5.2 error body.
 #[derive(Deserialize)]
 struct OAuthError {
     error: String,
@@ -185,48 +231,92 @@ fn is_json_object(body: &[u8]) -> bool {
     body.trim_ascii_start().first() == Some(&b'{')
 }
 
-fn classify(grant: Grant, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Error {
+fn is_html(headers: &HeaderMap, body: &[u8]) -> bool {
+    let content_type = headers
+        .get(CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default();
+    content_type.to_ascii_lowercase().contains("html")
+        || body.trim_ascii_start().first() == Some(&b'<')
+}
+
+/// Classifies an answer that is not a success. Only a parseable RFC 6749 §5.2 error with a
+/// code that refuses the credentials, the grant, the scope or the request is terminal; what
+/// else stands between client and server (an ingress, a WAF, a proxy) is never taken for a
+/// verdict on the session.
+fn classify(
+    grant: Grant,
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+    secrets: &[&str],
+) -> Error {
     let oauth = is_json_object(body)
         .then(|| serde_json::from_slice::<OAuthError>(body).ok())
         .flatten();
     let code = oauth.as_ref().map(|oauth| oauth.error.as_str());
-    let (kind, message) = if status.is_server_error()
+    let unavailable = status.is_server_error()
         || status == StatusCode::TOO_MANY_REQUESTS
-        || status == StatusCode::REQUEST_TIMEOUT
-        || code == Some("temporarily_unavailable")
-    {
-        (ErrorKind::Transient, "the token endpoint is unavailable")
-    } else {
-        match (code, grant) {
-            (Some("invalid_client" | "unauthorized_client"), _) => (
-                ErrorKind::CredentialsRejected,
-                "the token endpoint rejected the client credentials",
-            ),
-            (Some("invalid_grant"), Grant::RefreshToken) => (
-                ErrorKind::RefreshTokenRejected,
-                "the token endpoint rejected the refresh token",
-            ),
-            (Some("invalid_grant"), Grant::Password | Grant::ClientCredentials) => (
-                ErrorKind::CredentialsRejected,
-                "the token endpoint rejected the login credentials",
-            ),
-            _ => (
-                ErrorKind::Rejected,
-                "the token endpoint refused the request",
-            ),
+        || status == StatusCode::REQUEST_TIMEOUT;
+    let (kind, message) = match (code, grant) {
+        _ if unavailable => (ErrorKind::Transient, "the token endpoint is unavailable"),
+        (Some("temporarily_unavailable" | "server_error"), _) => {
+            (ErrorKind::Transient, "the token endpoint is unavailable")
         }
+        (Some("invalid_grant"), Grant::RefreshToken) => (ErrorKind::RefreshTokenRejected, REFUSED),
+        (Some("invalid_grant"), Grant::Password | Grant::ClientCredentials) => {
+            (ErrorKind::CredentialsRejected, REFUSED)
+        }
+        (Some("invalid_client"), _) => (ErrorKind::ClientRejected, REFUSED),
+        // Keycloak says a failed client authentication this way, with a 401; RFC 6749 means
+        // by it a grant type the client may not use.
+        (Some("unauthorized_client"), _) if status == StatusCode::UNAUTHORIZED => {
+            (ErrorKind::ClientRejected, REFUSED)
+        }
+        (Some("unauthorized_client" | "unsupported_grant_type"), _) => {
+            (ErrorKind::GrantNotAllowed, REFUSED)
+        }
+        (Some("invalid_scope"), _) => (ErrorKind::ScopeRejected, REFUSED),
+        (Some("invalid_request"), _) => (ErrorKind::Rejected, REFUSED),
+        (Some(_), _) => (
+            ErrorKind::Transient,
+            "the token endpoint answered with an error code RFC 6749 does not define for it",
+        ),
+        (None, _) if body.trim_ascii().is_empty() => (
+            ErrorKind::Transient,
+            "the token endpoint answered with an empty body, not an OAuth2 error",
+        ),
+        (None, _) if is_html(headers, body) => (
+            ErrorKind::Transient,
+            "the token endpoint answered with an HTML page, not an OAuth2 error",
+        ),
+        (None, _) => (
+            ErrorKind::Transient,
+            "the token endpoint answered without an OAuth2 error",
+        ),
     };
-    let mut error = Error::new(kind, message)
-        .with_status(status)
-        .with_retry_after(retry_after(headers));
+    let mut error = Error::new(kind, message).with_retry_after(retry_after(headers));
     if let Some(oauth) = oauth {
         let description = oauth
             .error_description
-            .map(|text| text.chars().take(LONGEST_DESCRIPTION).collect());
-        let code = oauth.error.chars().take(LONGEST_DESCRIPTION).collect();
-        error = error.with_oauth(code, description);
+            .map(|text| server_text(&text, secrets));
+        error = error.with_oauth(server_text(&oauth.error, secrets), description);
     }
     error
+}
+
+const REFUSED: &str = "the token endpoint refused the grant";
+
+/// A server's text as the error keeps it: the secrets the request sent replaced (before the
+/// cut, so that no prefix of one survives it), at most [`LONGEST_DESCRIPTION`] characters.
+fn server_text(text: &str, secrets: &[&str]) -> String {
+    let mut text = text.to_owned();
+    for secret in secrets.iter().filter(|secret| !secret.is_empty()) {
+        if text.contains(secret) {
+            text = text.replace(secret, "<redacted>");
+        }
+    }
+    text.chars().take(LONGEST_DESCRIPTION).collect()
 }
 
 /// `Retry-After` as seconds or as an HTTP date.
@@ -247,14 +337,23 @@ mod tests {
     use super::*;
     use http::HeaderValue;
 
-    fn error(grant: Grant, status: u16, body: &str) -> Error {
+    fn answer(grant: Grant, status: u16, content_type: &str, body: &str) -> Error {
+        let mut headers = HeaderMap::new();
+        if !content_type.is_empty() {
+            headers.insert(CONTENT_TYPE, HeaderValue::from_str(content_type).unwrap());
+        }
         interpret(
             grant,
             StatusCode::from_u16(status).unwrap(),
-            &HeaderMap::new(),
+            &headers,
             Some(body.as_bytes()),
+            &["s3cret-password", "rt-presented"],
         )
         .unwrap_err()
+    }
+
+    fn json(grant: Grant, status: u16, body: &str) -> Error {
+        answer(grant, status, "application/json", body)
     }
 
     #[tokio::test]
@@ -284,85 +383,229 @@ mod tests {
         )
         .unwrap();
         assert_eq!(offline.refresh_expires_at(), None);
+        let null_refresh = parse_token_response(br#"{"access_token":"t","refresh_token":null}"#);
+        assert_eq!(null_refresh.unwrap().refresh_token(), None);
+    }
+
+    // Issue 11.1: an implausible lifetime is ignored, not a reason to refuse the answer (and
+    // lose its rotated refresh token).
+    #[test]
+    fn implausible_lifetimes_are_ignored() {
+        for field in [
+            r#""expires_in":0"#,
+            r#""expires_in":-1"#,
+            r#""expires_in":1000000000000"#,
+            r#""expires_in":"soon""#,
+            r#""expires_in":[900]"#,
+            r#""refresh_expires_in":-5"#,
+            r#""refresh_expires_in":"never""#,
+        ] {
+            let body = format!(r#"{{"access_token":"t","refresh_token":"r2",{field}}}"#);
+            let tokens = parse_token_response(body.as_bytes())
+                .unwrap_or_else(|error| panic!("{field}: {error}"));
+            assert_eq!(tokens.expires_at(), None, "{field}");
+            assert_eq!(tokens.refresh_expires_at(), None, "{field}");
+            assert_eq!(tokens.refresh_token().unwrap().secret(), "r2");
+        }
     }
 
     #[test]
-    fn rejects_unusable_answers() {
+    fn refuses_answers_without_a_usable_access_token() {
         for body in [
             "",
             "not json",
             r#"{"access_token":"t""#,
             r#"{"token_type":"Bearer"}"#,
             r#"{"access_token":""}"#,
+            r#"{"access_token":null}"#,
             r#"{"access_token":"a\nb"}"#,
             r#"{"access_token":"a b"}"#,
             r#"{"access_token":"tøken"}"#,
             r#"{"access_token":"t","token_type":"mac"}"#,
-            r#"{"access_token":"t","expires_in":-1}"#,
-            r#"{"access_token":"t","expires_in":0}"#,
-            r#"{"access_token":"t","expires_in":1000000000000}"#,
-            r#"{"access_token":"t","expires_in":"soon"}"#,
-            r#"{"access_token":"t","refresh_expires_in":-5}"#,
+            r#"{"access_token":"t","token_type":"DPoP"}"#,
+            r#"{"access_token":"t","token_type":1}"#,
             r#"{"access_token":42}"#,
+            r#"{"access_token":"t","refresh_token":"r 2"}"#,
+            r#"{"access_token":"t","refresh_token":7}"#,
             r#"["t","Bearer",900,"r",0]"#,
         ] {
             let error = parse_token_response(body.as_bytes()).unwrap_err();
             assert_eq!(error.kind(), ErrorKind::InvalidResponse, "{body}");
+            assert!(error.is_transient(), "{body}");
+            assert_eq!(error.refresh_token(), None, "{body}");
         }
-        let too_large = interpret(Grant::Password, StatusCode::OK, &HeaderMap::new(), None);
+        let too_large = interpret(
+            Grant::Password,
+            StatusCode::OK,
+            &HeaderMap::new(),
+            None,
+            &[],
+        );
         assert_eq!(too_large.unwrap_err().kind(), ErrorKind::InvalidResponse);
     }
 
+    // Issue 11.1: the server rotated the refresh token before the client refused the answer.
     #[test]
-    fn classifies_keycloak_errors() {
-        let wrong_password = error(
-            Grant::Password,
-            401,
-            r#"{"error":"invalid_grant","error_description":"Invalid user credentials"}"#,
-        );
-        assert_eq!(wrong_password.kind(), ErrorKind::CredentialsRejected);
-        assert_eq!(wrong_password.error_code(), Some("invalid_grant"));
-        assert_eq!(
-            wrong_password.error_description(),
-            Some("Invalid user credentials")
-        );
-        assert_eq!(
-            wrong_password.to_string(),
-            "the token endpoint rejected the login credentials (HTTP 401): invalid_grant \"Invalid user credentials\""
-        );
-
-        let bad_client = error(
-            Grant::RefreshToken,
-            401,
-            r#"{"error":"unauthorized_client"}"#,
-        );
-        assert_eq!(bad_client.kind(), ErrorKind::CredentialsRejected);
-        let legacy = error(Grant::Password, 401, r#"{"error":"invalid_client"}"#);
-        assert_eq!(legacy.kind(), ErrorKind::CredentialsRejected);
-
-        let expired = error(
-            Grant::RefreshToken,
-            400,
-            r#"{"error":"invalid_grant","error_description":"Token is not active"}"#,
-        );
-        assert_eq!(expired.kind(), ErrorKind::RefreshTokenRejected);
-
-        let unsupported = error(
-            Grant::Password,
-            400,
-            r#"{"error":"unsupported_grant_type"}"#,
-        );
-        assert_eq!(unsupported.kind(), ErrorKind::Rejected);
-
-        for (status, body) in [
-            (503, "<html>down</html>"),
-            (500, r#"{"error":"server_error"}"#),
-            (502, ""),
+    fn a_refused_answer_keeps_its_refresh_token() {
+        for body in [
+            r#"{"refresh_token":"r2","token_type":"Bearer"}"#,
+            r#"{"access_token":"","refresh_token":"r2"}"#,
+            r#"{"access_token":42,"refresh_token":"r2"}"#,
+            r#"{"access_token":"a\u0007b","refresh_token":"r2"}"#,
+            r#"{"access_token":"t","token_type":"mac","refresh_token":"r2"}"#,
         ] {
-            let error = error(Grant::RefreshToken, status, body);
-            assert_eq!(error.kind(), ErrorKind::Transient, "{status}");
-            assert!(error.is_transient());
+            let error = parse_token_response(body.as_bytes()).unwrap_err();
+            assert_eq!(error.kind(), ErrorKind::InvalidResponse, "{body}");
+            assert_eq!(
+                error.refresh_token().map(RefreshToken::secret),
+                Some("r2"),
+                "{body}"
+            );
+            let shown = format!("{error} {error:?}");
+            assert!(!shown.contains("r2\""), "{shown}");
+            assert!(shown.contains("carried a new refresh token"), "{shown}");
         }
+    }
+
+    /// Grant, status, `Content-Type`, body; the kind, `error` and `error_description` read.
+    type Case<'a> = (
+        Grant,
+        u16,
+        &'a str,
+        &'a str,
+        ErrorKind,
+        Option<&'a str>,
+        Option<&'a str>,
+    );
+
+    // Issue 11.2: real servers' answers, and what stands in front of them.
+    #[test]
+    fn classifies_real_servers_answers() {
+        use ErrorKind::*;
+        use Grant::*;
+        let nginx_404 = "<html>\r\n<head><title>404 Not Found</title></head>\r\n<body>\r\n\
+                         <center><h1>404 Not Found</h1></center>\r\n</body>\r\n</html>\r\n";
+        #[rustfmt::skip]
+        let cases: &[Case<'_>] = &[
+            // Keycloak (MangaDex).
+            (Password, 401, "application/json", r#"{"error":"invalid_grant","error_description":"Invalid user credentials"}"#, CredentialsRejected, Some("invalid_grant"), Some("Invalid user credentials")),
+            (Password, 400, "application/json", r#"{"error":"invalid_grant","error_description":"Account is not fully set up"}"#, CredentialsRejected, Some("invalid_grant"), Some("Account is not fully set up")),
+            (RefreshToken, 400, "application/json", r#"{"error":"invalid_grant","error_description":"Token is not active"}"#, RefreshTokenRejected, Some("invalid_grant"), Some("Token is not active")),
+            (RefreshToken, 400, "application/json", r#"{"error":"invalid_grant","error_description":"Maximum allowed refresh token reuse exceeded"}"#, RefreshTokenRejected, Some("invalid_grant"), Some("Maximum allowed refresh token reuse exceeded")),
+            (RefreshToken, 401, "application/json", r#"{"error":"unauthorized_client","error_description":"Invalid client or Invalid client credentials"}"#, ClientRejected, Some("unauthorized_client"), Some("Invalid client or Invalid client credentials")),
+            (Password, 401, "application/json", r#"{"error":"invalid_client","error_description":"Invalid client credentials"}"#, ClientRejected, Some("invalid_client"), Some("Invalid client credentials")),
+            (Password, 400, "application/json", r#"{"error":"unauthorized_client","error_description":"Client not allowed for direct access grants"}"#, GrantNotAllowed, Some("unauthorized_client"), Some("Client not allowed for direct access grants")),
+            (Password, 400, "application/json", r#"{"error":"unsupported_grant_type","error_description":"Unsupported grant_type"}"#, GrantNotAllowed, Some("unsupported_grant_type"), Some("Unsupported grant_type")),
+            (Password, 400, "application/json", r#"{"error":"invalid_scope","error_description":"Invalid scopes: openid admin"}"#, ScopeRejected, Some("invalid_scope"), Some("Invalid scopes: openid admin")),
+            (Password, 400, "application/json", r#"{"error":"invalid_request","error_description":"Missing parameter: username"}"#, Rejected, Some("invalid_request"), Some("Missing parameter: username")),
+            // node oidc-provider.
+            (RefreshToken, 400, "application/json; charset=utf-8", r#"{"error":"invalid_grant","error_description":"grant request is invalid"}"#, RefreshTokenRejected, Some("invalid_grant"), Some("grant request is invalid")),
+            (RefreshToken, 400, "application/json; charset=utf-8", r#"{"error":"invalid_scope","error_description":"refresh token missing requested scope","scope":"profile"}"#, ScopeRejected, Some("invalid_scope"), Some("refresh token missing requested scope")),
+            (ClientCredentials, 401, "application/json; charset=utf-8", r#"{"error":"invalid_client","error_description":"client authentication failed"}"#, ClientRejected, Some("invalid_client"), Some("client authentication failed")),
+            (ClientCredentials, 400, "application/json; charset=utf-8", r#"{"error":"unauthorized_client","error_description":"requested grant type is not allowed for this client"}"#, GrantNotAllowed, Some("unauthorized_client"), Some("requested grant type is not allowed for this client")),
+            (RefreshToken, 500, "application/json; charset=utf-8", r#"{"error":"server_error","error_description":"oops! something went wrong"}"#, Transient, Some("server_error"), Some("oops! something went wrong")),
+            // django-oauth-toolkit (oauthlib): codes with and without descriptions.
+            (RefreshToken, 400, "application/json", r#"{"error": "invalid_grant"}"#, RefreshTokenRejected, Some("invalid_grant"), None),
+            (Password, 400, "application/json", r#"{"error": "invalid_grant", "error_description": "Invalid credentials given."}"#, CredentialsRejected, Some("invalid_grant"), Some("Invalid credentials given.")),
+            (RefreshToken, 401, "application/json", r#"{"error": "invalid_client"}"#, ClientRejected, Some("invalid_client"), None),
+            (RefreshToken, 400, "application/json", r#"{"error": "invalid_scope"}"#, ScopeRejected, Some("invalid_scope"), None),
+            // OAuth2 words for "not now".
+            (RefreshToken, 400, "application/json", r#"{"error":"temporarily_unavailable"}"#, Transient, Some("temporarily_unavailable"), None),
+            (RefreshToken, 400, "application/json", r#"{"error":"server_error"}"#, Transient, Some("server_error"), None),
+            // What stands in front of token endpoints: never a verdict on the session.
+            (RefreshToken, 404, "text/html", nginx_404, Transient, None, None),
+            (Password, 403, "text/html; charset=UTF-8", "<!DOCTYPE html><title>Attention Required!</title>", Transient, None, None),
+            (RefreshToken, 401, "", "<html><body>401 Authorization Required</body></html>", Transient, None, None),
+            (RefreshToken, 400, "", "", Transient, None, None),
+            (Password, 401, "application/json", "", Transient, None, None),
+            (RefreshToken, 404, "application/json", r#"{"message":"no Route matched with those values"}"#, Transient, None, None),
+            (RefreshToken, 404, "application/json", r#"{"error":"Realm does not exist"}"#, Transient, Some("Realm does not exist"), None),
+            (RefreshToken, 400, "application/json", r#"{"error":{"code":400}}"#, Transient, None, None),
+            (RefreshToken, 302, "text/html", "<a href=\"/login\">Found</a>", Transient, None, None),
+            (RefreshToken, 503, "text/html", "<html>down</html>", Transient, None, None),
+            (RefreshToken, 502, "", "", Transient, None, None),
+            (RefreshToken, 429, "application/json", r#"{"error":"invalid_grant"}"#, Transient, Some("invalid_grant"), None),
+        ];
+        for &(grant, status, content_type, body, kind, code, description) in cases {
+            let error = answer(grant, status, content_type, body);
+            let shown = format!("{status} {body}");
+            assert_eq!(error.kind(), kind, "{shown}: {error}");
+            assert_eq!(error.is_transient(), kind == Transient, "{shown}");
+            assert_eq!(error.status().map(|s| s.as_u16()), Some(status), "{shown}");
+            assert_eq!(error.grant_type(), Some(grant.as_str()), "{shown}");
+            assert_eq!(error.error_code(), code, "{shown}");
+            assert_eq!(error.error_description(), description, "{shown}");
+        }
+    }
+
+    // Issue 11.4: the message names the grant, the code and the description as sent.
+    #[test]
+    fn messages_name_the_grant_and_the_servers_words() {
+        for (error, shown) in [
+            (
+                json(
+                    Grant::Password,
+                    401,
+                    r#"{"error":"invalid_grant","error_description":"Invalid user credentials"}"#,
+                ),
+                r#"the token endpoint refused the grant (password grant, HTTP 401): invalid_grant "Invalid user credentials""#,
+            ),
+            (
+                json(
+                    Grant::Password,
+                    400,
+                    r#"{"error":"unauthorized_client","error_description":"Client not allowed for direct access grants"}"#,
+                ),
+                r#"the token endpoint refused the grant (password grant, HTTP 400): unauthorized_client "Client not allowed for direct access grants""#,
+            ),
+            (
+                json(Grant::RefreshToken, 400, r#"{"error": "invalid_grant"}"#),
+                "the token endpoint refused the grant (refresh_token grant, HTTP 400): invalid_grant",
+            ),
+            (
+                answer(Grant::RefreshToken, 404, "text/html", "<html>404</html>"),
+                "the token endpoint answered with an HTML page, not an OAuth2 error (refresh_token grant, HTTP 404)",
+            ),
+            (
+                answer(Grant::ClientCredentials, 403, "", ""),
+                "the token endpoint answered with an empty body, not an OAuth2 error (client_credentials grant, HTTP 403)",
+            ),
+        ] {
+            assert_eq!(error.to_string(), shown);
+        }
+    }
+
+    // Issue 11.4: bounded, control characters escaped, never a secret the request sent.
+    #[test]
+    fn server_words_are_bounded_escaped_and_redacted() {
+        let long = format!(
+            r#"{{"error":"invalid_grant","error_description":"bad\u0000\u001b[31m\n{}"}}"#,
+            "x".repeat(10_000)
+        );
+        let error = json(Grant::Password, 400, &long);
+        assert_eq!(
+            error.error_description().map(|d| d.chars().count()),
+            Some(LONGEST_DESCRIPTION)
+        );
+        let shown = error.to_string();
+        assert!(shown.len() < 2 * LONGEST_DESCRIPTION, "{}", shown.len());
+        assert!(!shown.chars().any(char::is_control), "{shown:?}");
+        assert!(shown.contains(r"bad\0\u{1b}[31m\n"), "{shown}");
+
+        let echoed = json(
+            Grant::RefreshToken,
+            400,
+            r#"{"error":"invalid_grant","error_description":"Invalid refresh token rt-presented for password s3cret-password"}"#,
+        );
+        assert_eq!(
+            echoed.error_description(),
+            Some("Invalid refresh token <redacted> for password <redacted>")
+        );
+        let shown = format!("{echoed} {echoed:?}");
+        assert!(
+            !shown.contains("rt-presented") && !shown.contains("s3cret"),
+            "{shown}"
+        );
     }
 
     #[test]
@@ -374,6 +617,7 @@ mod tests {
             StatusCode::TOO_MANY_REQUESTS,
             &headers,
             Some(b""),
+            &[],
         )
         .unwrap_err();
         assert_eq!(error.kind(), ErrorKind::Transient);

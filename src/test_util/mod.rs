@@ -19,6 +19,11 @@
 //! | `refresh_token` | `refresh_token` | a new access token and, by default, a new refresh token |
 //! | `client_credentials` | none | a new session: access token only |
 //!
+//! Each may carry `scope`. A login is granted the scopes it asks for that the provider grants
+//! ([`ProviderConfig::granted_scope`], default `groups email profile`), or all of them if it
+//! asks for none; a refresh without `scope` keeps the login's grant. The answer's `scope` says
+//! what was granted.
+//!
 //! A success is `200` with `Cache-Control: no-store` and a body like Keycloak's:
 //!
 //! ```json
@@ -45,6 +50,8 @@
 //! | expired refresh token | 400 | `invalid_grant` | `Token is not active` |
 //! | the token's session has ended | 400 | `invalid_grant` | `Session not active` |
 //! | a rotated-out refresh token used again (reuse detection on) | 400 | `invalid_grant` | `Maximum allowed refresh token reuse exceeded` |
+//! | a login asking only for scopes the provider does not grant | 400 | `invalid_scope` | `Invalid scopes: …` |
+//! | a refresh asking for a scope the login was not granted | 400 | `invalid_scope` | `refresh token missing requested scope` (node oidc-provider's words) |
 //!
 //! Reusing a rotated-out refresh token also ends its session, as Keycloak does: the
 //! session's access tokens stop working at the [`Api`] and its newest refresh token
@@ -54,8 +61,11 @@
 //! # Breaking things on purpose
 //!
 //! [`IdentityProvider::push_fault`] and [`IdentityProvider::set_fault`] make the token
-//! endpoint misbehave ([`Fault`]: a canned status page, a delay, a hang, a dropped
-//! connection, a truncated body); [`IdentityProvider::revoke_sessions`],
+//! endpoint misbehave instead of handling the request ([`Fault`]: a canned status page, an
+//! HTML page or an empty body at any status, a delay, a hang, a dropped connection, a
+//! truncated body), or after handling it ([`Fault::AfterGrant`], [`AfterGrant`]: the login
+//! made or the refresh token rotated out, then the answer delayed, lost, or sent with a field
+//! changed or removed); [`IdentityProvider::revoke_sessions`],
 //! [`IdentityProvider::revoke_access_tokens`] and
 //! [`IdentityProvider::expire_refresh_tokens`] invalidate tokens on the server side; and
 //! [`Api::push_unauthorized`] makes the API refuse the next requests whatever their
@@ -111,7 +121,7 @@ mod tests;
 
 pub use self::api::{Api, ApiStats};
 pub use self::body::ChunkedBody;
-pub use self::fault::Fault;
+pub use self::fault::{AfterGrant, Fault};
 pub use self::provider::{IdentityProvider, ProviderConfig, ProviderStats};
 
 impl IdentityProvider {

@@ -1,0 +1,224 @@
+//! How the identity provider behaves: its user, client, lifetimes and quirks.
+
+use std::fmt;
+use std::time::Duration;
+
+/// How an [`IdentityProvider`](super::IdentityProvider) behaves.
+///
+/// Start from [`ProviderConfig::default()`] and change what the test needs:
+///
+/// ```
+/// use std::time::Duration;
+///
+/// use tower_auth_refresh::test_util::ProviderConfig;
+///
+/// let config = ProviderConfig::default()
+///     .user("alice", "p&ss=w+rd é")
+///     .access_lifetime(Duration::from_secs(5))
+///     .include_expires_in(false);
+/// assert_eq!(config.username(), "alice");
+/// ```
+///
+/// Its `Debug` output leaves out the password and the client secret.
+#[derive(Clone)]
+pub struct ProviderConfig {
+    pub(super) username: String,
+    pub(super) password: String,
+    pub(super) client_id: String,
+    pub(super) client_secret: String,
+    pub(super) access_lifetime: Duration,
+    pub(super) refresh_lifetime: Duration,
+    pub(super) rotate_refresh_tokens: bool,
+    pub(super) reuse_detection: bool,
+    pub(super) include_expires_in: bool,
+    pub(super) include_refresh_expires_in: bool,
+    pub(super) include_refresh_token_on_refresh: bool,
+    pub(super) legacy_invalid_client: bool,
+    pub(super) response_delay: Duration,
+    pub(super) granted_scope: String,
+}
+
+impl Default for ProviderConfig {
+    /// User `reader` with password `correct horse battery staple`, client
+    /// `personal-client-test` with secret `test-client-secret`, access tokens for 900 s,
+    /// refresh tokens for 30 days, rotation and reuse detection on, every optional field
+    /// included, `unauthorized_client` for a bad client, no delay.
+    fn default() -> Self {
+        Self {
+            username: "reader".to_owned(),
+            password: "correct horse battery staple".to_owned(),
+            client_id: "personal-client-test".to_owned(),
+            client_secret: "test-client-secret".to_owned(),
+            access_lifetime: Duration::from_secs(900),
+            refresh_lifetime: Duration::from_secs(30 * 24 * 60 * 60),
+            rotate_refresh_tokens: true,
+            reuse_detection: true,
+            include_expires_in: true,
+            include_refresh_expires_in: true,
+            include_refresh_token_on_refresh: true,
+            legacy_invalid_client: false,
+            response_delay: Duration::ZERO,
+            granted_scope: "groups email profile".to_owned(),
+        }
+    }
+}
+
+impl fmt::Debug for ProviderConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProviderConfig")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"<redacted>")
+            .field("access_lifetime", &self.access_lifetime)
+            .field("refresh_lifetime", &self.refresh_lifetime)
+            .field("rotate_refresh_tokens", &self.rotate_refresh_tokens)
+            .field("reuse_detection", &self.reuse_detection)
+            .field("include_expires_in", &self.include_expires_in)
+            .field(
+                "include_refresh_expires_in",
+                &self.include_refresh_expires_in,
+            )
+            .field(
+                "include_refresh_token_on_refresh",
+                &self.include_refresh_token_on_refresh,
+            )
+            .field("legacy_invalid_client", &self.legacy_invalid_client)
+            .field("response_delay", &self.response_delay)
+            .field("granted_scope", &self.granted_scope)
+            .finish()
+    }
+}
+
+impl ProviderConfig {
+    /// The one user who can log in with the `password` grant (compared exactly).
+    #[must_use]
+    pub fn user(mut self, username: impl Into<String>, password: impl Into<String>) -> Self {
+        self.username = username.into();
+        self.password = password.into();
+        self
+    }
+
+    /// The one client allowed to use the token endpoint.
+    #[must_use]
+    pub fn client(mut self, id: impl Into<String>, secret: impl Into<String>) -> Self {
+        self.client_id = id.into();
+        self.client_secret = secret.into();
+        self
+    }
+
+    /// How long an access token is valid (default 900 s).
+    #[must_use]
+    pub fn access_lifetime(mut self, lifetime: Duration) -> Self {
+        self.access_lifetime = lifetime;
+        self
+    }
+
+    /// How long a refresh token is valid from its issue (default 30 days).
+    #[must_use]
+    pub fn refresh_lifetime(mut self, lifetime: Duration) -> Self {
+        self.refresh_lifetime = lifetime;
+        self
+    }
+
+    /// Whether each refresh issues a new refresh token (default `true`). When `false`,
+    /// refresh responses carry the same refresh token again, and it stays valid.
+    #[must_use]
+    pub fn rotate_refresh_tokens(mut self, rotate: bool) -> Self {
+        self.rotate_refresh_tokens = rotate;
+        self
+    }
+
+    /// Whether a refresh token that was rotated out may not be used again (default
+    /// `true`). When `true`, using it again answers `invalid_grant` "Maximum allowed
+    /// refresh token reuse exceeded" and ends the whole session. When `false`, old
+    /// refresh tokens stay valid until they expire.
+    #[must_use]
+    pub fn reuse_detection(mut self, on: bool) -> Self {
+        self.reuse_detection = on;
+        self
+    }
+
+    /// Whether token responses have `expires_in` (default `true`). Without it a client
+    /// must read the `exp` claim of the access token.
+    #[must_use]
+    pub fn include_expires_in(mut self, include: bool) -> Self {
+        self.include_expires_in = include;
+        self
+    }
+
+    /// Whether token responses have `refresh_expires_in` (default `true`).
+    #[must_use]
+    pub fn include_refresh_expires_in(mut self, include: bool) -> Self {
+        self.include_refresh_expires_in = include;
+        self
+    }
+
+    /// Whether responses to the `refresh_token` grant have a `refresh_token` (default
+    /// `true`). When `false`, no new refresh token is issued and the one the client
+    /// sent stays valid (it is not rotated out, whatever the other settings).
+    #[must_use]
+    pub fn include_refresh_token_on_refresh(mut self, include: bool) -> Self {
+        self.include_refresh_token_on_refresh = include;
+        self
+    }
+
+    /// Whether a bad client id or secret answers `invalid_client` "Invalid client
+    /// credentials", as older Keycloak releases do, instead of `unauthorized_client`
+    /// "Invalid client or Invalid client credentials" (default `false`). Both are `401`.
+    #[must_use]
+    pub fn legacy_invalid_client(mut self, legacy: bool) -> Self {
+        self.legacy_invalid_client = legacy;
+        self
+    }
+
+    /// Delays every normally handled token-endpoint response, errors included (default
+    /// zero). The request is processed first, so a client that gives up while waiting
+    /// still got its tokens issued and its refresh token rotated out; compare
+    /// [`Fault::Delay`](crate::test_util::Fault::Delay), which waits before processing, and
+    /// [`Fault::AfterGrant`](crate::test_util::Fault::AfterGrant), for one answer.
+    #[must_use]
+    pub fn response_delay(mut self, delay: Duration) -> Self {
+        self.response_delay = delay;
+        self
+    }
+
+    /// The scopes the provider grants, space-delimited (default `groups email profile`, what
+    /// Keycloak grants MangaDex personal clients).
+    ///
+    /// A login (password or client credentials grant) without `scope` is granted all of them;
+    /// one that asks for scopes is granted those of them it asked for, fewer than asked if it
+    /// asked for others (RFC 6749 §3.3), or refused `400 invalid_scope` "Invalid scopes: …"
+    /// (Keycloak's words) if it asked for none of them. The answer's `scope` and the tokens'
+    /// `scope` claim say what was granted.
+    ///
+    /// A refresh without `scope` keeps the whole grant (§6). One that asks for scopes within
+    /// the grant gets an access token for those (the new refresh token keeps the whole grant);
+    /// one that asks for a scope beyond the grant is refused `400 invalid_scope` "refresh
+    /// token missing requested scope" (node oidc-provider's words) and rotates nothing.
+    #[must_use]
+    pub fn granted_scope(mut self, scope: impl Into<String>) -> Self {
+        self.granted_scope = scope.into();
+        self
+    }
+
+    /// The username of the user.
+    pub fn username(&self) -> &str {
+        &self.username
+    }
+
+    /// The password of the user.
+    pub fn password(&self) -> &str {
+        &self.password
+    }
+
+    /// The client id.
+    pub fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    /// The client secret.
+    pub fn client_secret(&self) -> &str {
+        &self.client_secret
+    }
+}

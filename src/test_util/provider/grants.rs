@@ -1,0 +1,391 @@
+//! Handling the grants: client authentication, the password, refresh_token and
+//! client_credentials grants, and minting JWT-shaped tokens.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, StatusCode};
+use hyper::body::Incoming;
+use serde::Serialize;
+use tokio::time::Instant;
+
+use super::protocol::{self, Answer, Form, OAuthError, TokenResponse};
+use super::scope;
+use super::{AccessEntry, ProviderShared, RefreshEntry, State};
+use crate::test_util::server::{self, BodyError};
+
+const ACCESS_HEADER: &str = r#"{"alg":"RS256","typ":"JWT","kid":"fake-idp-access"}"#;
+const REFRESH_HEADER: &str = r#"{"alg":"HS512","typ":"JWT","kid":"fake-idp-refresh"}"#;
+
+#[derive(Clone, Copy)]
+enum TokenType {
+    Access,
+    Refresh,
+}
+
+#[derive(Serialize)]
+struct Claims<'a> {
+    exp: u64,
+    iat: u64,
+    jti: String,
+    iss: &'a str,
+    aud: &'a str,
+    sub: &'a str,
+    typ: &'a str,
+    azp: &'a str,
+    sid: &'a str,
+    scope: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    preferred_username: Option<&'a str>,
+}
+
+enum Grant {
+    Password,
+    RefreshToken,
+    ClientCredentials,
+}
+
+impl ProviderShared {
+    /// Reads a token request and processes its grant: the answer, not sent yet.
+    pub(super) async fn token_endpoint(&self, request: Request<Incoming>) -> Answer {
+        let (parts, body) = request.into_parts();
+        if parts.method != Method::POST {
+            let mut answer = OAuthError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "invalid_request",
+                "Use POST",
+            )
+            .into_answer();
+            answer
+                .headers
+                .insert(header::ALLOW, HeaderValue::from_static("POST"));
+            return answer;
+        }
+        if !protocol::is_form(&parts.headers) {
+            return OAuthError::invalid_request(
+                "Content-Type must be application/x-www-form-urlencoded",
+            )
+            .into_answer();
+        }
+        let body = match server::read_body(&parts.headers, body).await {
+            Ok(body) => body,
+            Err(BodyError::TooLarge) => {
+                return OAuthError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "invalid_request",
+                    "Request body too large",
+                )
+                .into_answer();
+            }
+            Err(BodyError::Broken) => {
+                return OAuthError::invalid_request("Incomplete request body").into_answer();
+            }
+        };
+        let result = serde_urlencoded::from_bytes::<Vec<(String, String)>>(&body)
+            .map_err(|_| OAuthError::invalid_request("Malformed form body"))
+            .and_then(Form::new)
+            .and_then(|form| self.grant(&form, &parts.headers));
+        match result {
+            Ok(tokens) => Answer::json(StatusCode::OK, &tokens),
+            Err(error) => {
+                tracing::debug!(
+                    status = %error.status,
+                    error = error.error,
+                    description = %error.description,
+                    "fake identity provider: token request refused"
+                );
+                error.into_answer()
+            }
+        }
+    }
+
+    fn grant(&self, form: &Form, headers: &HeaderMap) -> Result<TokenResponse, OAuthError> {
+        let grant = match form.require("grant_type")? {
+            "password" => Grant::Password,
+            "refresh_token" => Grant::RefreshToken,
+            "client_credentials" => Grant::ClientCredentials,
+            _ => {
+                return Err(OAuthError::new(
+                    StatusCode::BAD_REQUEST,
+                    "unsupported_grant_type",
+                    "Unsupported grant_type",
+                ));
+            }
+        };
+        self.authenticate_client(form, headers)?;
+        let mut state = self.lock();
+        let result = match grant {
+            Grant::Password => self.password_grant(&mut state, form),
+            Grant::RefreshToken => self.refresh_grant(&mut state, form),
+            Grant::ClientCredentials => self.client_credentials_grant(&mut state, form),
+        };
+        if let Err(error) = &result {
+            if error.error == "invalid_grant" {
+                state.stats.invalid_grants += 1;
+            }
+        }
+        result
+    }
+
+    /// Checks the client's credentials, from the form or from HTTP Basic.
+    fn authenticate_client(&self, form: &Form, headers: &HeaderMap) -> Result<(), OAuthError> {
+        let matches = match protocol::basic_credentials(headers) {
+            Some(basic) => {
+                if form.get("client_secret").is_some() {
+                    return Err(OAuthError::invalid_request(
+                        "Multiple client authentication methods",
+                    ));
+                }
+                match basic {
+                    Some((id, secret)) => {
+                        form.get("client_id").is_none_or(|form_id| form_id == id)
+                            && id == self.config.client_id
+                            && secret == self.config.client_secret
+                    }
+                    None => false,
+                }
+            }
+            None => {
+                let id = form.require("client_id")?;
+                let secret = form.require("client_secret")?;
+                id == self.config.client_id && secret == self.config.client_secret
+            }
+        };
+        if matches {
+            Ok(())
+        } else if self.config.legacy_invalid_client {
+            Err(OAuthError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                "Invalid client credentials",
+            ))
+        } else {
+            Err(OAuthError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized_client",
+                "Invalid client or Invalid client credentials",
+            ))
+        }
+    }
+
+    fn password_grant(&self, state: &mut State, form: &Form) -> Result<TokenResponse, OAuthError> {
+        let username = form.require("username")?;
+        let password = form.require("password")?;
+        if username != self.config.username || password != self.config.password {
+            return Err(OAuthError::invalid_grant(
+                StatusCode::UNAUTHORIZED,
+                "Invalid user credentials",
+            ));
+        }
+        let scope = scope::for_login(&self.config.granted_scope, form.get("scope"))?;
+        let sid = state.new_session(&self.config.username, &self.user_id, &scope);
+        let (access_token, _) = self.mint(state, &sid, TokenType::Access, &scope);
+        let (refresh_token, _) = self.mint(state, &sid, TokenType::Refresh, &scope);
+        state.stats.password_grants += 1;
+        tracing::debug!(%sid, "fake identity provider: password grant");
+        let refresh_expires_in = whole_seconds(self.config.refresh_lifetime);
+        Ok(self.token_response(
+            access_token,
+            Some(refresh_token),
+            refresh_expires_in,
+            Some(sid),
+            scope,
+        ))
+    }
+
+    fn refresh_grant(&self, state: &mut State, form: &Form) -> Result<TokenResponse, OAuthError> {
+        let presented = form.require("refresh_token")?;
+        let now = Instant::now();
+        let (sid, expires_at, used) = match state.refresh.get(presented) {
+            Some(entry) => (entry.sid.clone(), entry.expires_at, entry.used),
+            None => {
+                return Err(OAuthError::invalid_grant(
+                    StatusCode::BAD_REQUEST,
+                    "Invalid refresh token",
+                ));
+            }
+        };
+        if now >= expires_at {
+            return Err(OAuthError::invalid_grant(
+                StatusCode::BAD_REQUEST,
+                "Token is not active",
+            ));
+        }
+        let Some(session) = state
+            .sessions
+            .get_mut(&sid)
+            .filter(|session| session.active)
+        else {
+            return Err(OAuthError::invalid_grant(
+                StatusCode::BAD_REQUEST,
+                "Session not active",
+            ));
+        };
+        if used {
+            session.active = false;
+            state.stats.reuse_detected += 1;
+            tracing::debug!(%sid, "fake identity provider: refresh token reuse, session ended");
+            return Err(OAuthError::invalid_grant(
+                StatusCode::BAD_REQUEST,
+                "Maximum allowed refresh token reuse exceeded",
+            ));
+        }
+        // Checked before anything is issued: a refused refresh rotates nothing.
+        let access_scope = scope::for_refresh(&session.scope, form.get("scope"))?;
+        let granted = session.scope.clone();
+        let (access_token, _) = self.mint(state, &sid, TokenType::Access, &access_scope);
+        // The refresh token the client holds after this, and when it expires. A new one keeps
+        // the whole grant's scope, whatever the access token was narrowed to (RFC 6749 §6).
+        let (refresh_token, refresh_expires_at) = if !self.config.include_refresh_token_on_refresh {
+            (None, expires_at)
+        } else if !self.config.rotate_refresh_tokens {
+            (Some(presented.to_owned()), expires_at)
+        } else {
+            if self.config.reuse_detection {
+                if let Some(entry) = state.refresh.get_mut(presented) {
+                    entry.used = true;
+                }
+            }
+            let (token, expires_at) = self.mint(state, &sid, TokenType::Refresh, &granted);
+            (Some(token), expires_at)
+        };
+        state.stats.refresh_grants += 1;
+        tracing::debug!(%sid, "fake identity provider: refresh grant");
+        let refresh_expires_in =
+            whole_seconds(refresh_expires_at.saturating_duration_since(Instant::now()));
+        Ok(self.token_response(
+            access_token,
+            refresh_token,
+            refresh_expires_in,
+            Some(sid),
+            access_scope,
+        ))
+    }
+
+    fn client_credentials_grant(
+        &self,
+        state: &mut State,
+        form: &Form,
+    ) -> Result<TokenResponse, OAuthError> {
+        let scope = scope::for_login(&self.config.granted_scope, form.get("scope"))?;
+        let username = format!("service-account-{}", self.config.client_id);
+        let sid = state.new_session(&username, &self.service_account_id, &scope);
+        let (access_token, _) = self.mint(state, &sid, TokenType::Access, &scope);
+        state.stats.client_credentials_grants += 1;
+        tracing::debug!(%sid, "fake identity provider: client credentials grant");
+        // Keycloak issues no refresh token for this grant and says so with a zero.
+        Ok(self.token_response(access_token, None, 0, None, scope))
+    }
+
+    /// Issues and records a token for the session `sid`; returns it and its expiry.
+    fn mint(
+        &self,
+        state: &mut State,
+        sid: &str,
+        kind: TokenType,
+        scope: &str,
+    ) -> (String, Instant) {
+        let (header, typ, lifetime) = match kind {
+            TokenType::Access => (ACCESS_HEADER, "Bearer", self.config.access_lifetime),
+            TokenType::Refresh => (REFRESH_HEADER, "Refresh", self.config.refresh_lifetime),
+        };
+        let now = Instant::now();
+        let expires_at = now
+            .checked_add(lifetime)
+            .or_else(|| now.checked_add(FAR_FUTURE))
+            .unwrap_or(now);
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let (username, user_id) = state
+            .sessions
+            .get(sid)
+            .map(|session| (session.username.clone(), session.user_id.clone()))
+            .unwrap_or_default();
+        let claims = Claims {
+            exp: wall.as_secs().saturating_add(lifetime.as_secs()),
+            iat: wall.as_secs(),
+            jti: state.ids.uuid(),
+            iss: &self.issuer,
+            aud: match kind {
+                TokenType::Access => "account",
+                TokenType::Refresh => self.issuer.as_str(),
+            },
+            sub: &user_id,
+            typ,
+            azp: &self.config.client_id,
+            sid,
+            scope,
+            preferred_username: match kind {
+                TokenType::Access => Some(username.as_str()),
+                TokenType::Refresh => None,
+            },
+        };
+        let payload = serde_json::to_vec(&claims).unwrap_or_default();
+        let token = format!(
+            "{}.{}.{}",
+            URL_SAFE_NO_PAD.encode(header),
+            URL_SAFE_NO_PAD.encode(payload),
+            state.ids.signature()
+        );
+        match kind {
+            TokenType::Access => {
+                state.prune_access(now);
+                state.access.insert(
+                    token.clone(),
+                    AccessEntry {
+                        sid: sid.to_owned(),
+                        expires_at,
+                    },
+                );
+            }
+            TokenType::Refresh => {
+                state.refresh.insert(
+                    token.clone(),
+                    RefreshEntry {
+                        sid: sid.to_owned(),
+                        expires_at,
+                        used: false,
+                    },
+                );
+            }
+        }
+        (token, expires_at)
+    }
+
+    fn token_response(
+        &self,
+        access_token: String,
+        refresh_token: Option<String>,
+        refresh_expires_in: u64,
+        session_state: Option<String>,
+        scope: String,
+    ) -> TokenResponse {
+        TokenResponse {
+            access_token,
+            expires_in: self
+                .config
+                .include_expires_in
+                .then(|| whole_seconds(self.config.access_lifetime)),
+            refresh_expires_in: self
+                .config
+                .include_refresh_expires_in
+                .then_some(refresh_expires_in),
+            refresh_token,
+            token_type: "Bearer",
+            not_before_policy: 0,
+            session_state,
+            scope,
+            client_type: "personal",
+        }
+    }
+}
+
+/// Used instead of a lifetime too long for [`Instant`]: about 30 years.
+const FAR_FUTURE: Duration = Duration::from_secs(30 * 365 * 24 * 60 * 60);
+
+fn whole_seconds(duration: Duration) -> u64 {
+    duration.as_secs()
+}
