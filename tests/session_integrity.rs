@@ -507,3 +507,39 @@ async fn errors_explain_themselves_through_the_stack() {
         .expect("the OAuth2 error");
     assert_eq!(oauth2.error_code(), Some("invalid_grant"));
 }
+
+// The cache keeps the refresh token of an answer it could not use: a refresher that never saw
+// that answer (new credentials, a restarted refresher) presents the rotated token, not the spent
+// one.
+#[tokio::test]
+async fn the_cache_keeps_a_refresh_token_from_a_refused_answer() {
+    use tower_auth_refresh::test_util::AfterGrant;
+    let idp = IdentityProvider::start(ProviderConfig::default())
+        .await
+        .unwrap();
+    let layer = AuthLayer::new(idp.refresher_builder().build_http().unwrap());
+    let handle = layer.handle();
+    handle.token().await.unwrap();
+    // The provider rotates, then answers with a token type this client cannot use.
+    idp.push_fault(Fault::AfterGrant(AfterGrant::Set(
+        "token_type",
+        serde_json::json!("mac"),
+    )));
+    handle.refresh().await.unwrap_err();
+    assert_eq!(idp.stats().refresh_grants, 1);
+    // A refresher with no memory of that answer.
+    handle
+        .set_refresher(idp.refresher_builder().build_http().unwrap())
+        .await;
+    handle.refresh().await.unwrap();
+    let stats = idp.stats();
+    assert_eq!(
+        (
+            stats.password_grants,
+            stats.refresh_grants,
+            stats.reuse_detected
+        ),
+        (1, 2, 0),
+        "{stats:?}"
+    );
+}

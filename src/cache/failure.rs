@@ -55,9 +55,7 @@ pub(crate) fn classify(error: &BoxError) -> Class {
         }
         #[cfg(feature = "oauth2")]
         if let Some(error) = error.downcast_ref::<crate::oauth2::Error>() {
-            use crate::oauth2::ErrorKind;
-            let transient = error.is_transient() || error.kind() == ErrorKind::InvalidResponse;
-            return if transient {
+            return if error.is_transient() {
                 Class::Transient {
                     retry_after: error.retry_after(),
                 }
@@ -68,6 +66,21 @@ pub(crate) fn classify(error: &BoxError) -> Class {
         cause = error.source();
     }
     Class::TRANSIENT
+}
+
+/// A refresh token the server issued in an answer that failed otherwise (the OAuth2
+/// refresher's [`Error::refresh_token`](crate::oauth2::Error::refresh_token)), anywhere in the
+/// cause chain.
+pub(crate) fn issued_refresh_token(error: &BoxError) -> Option<crate::token::RefreshToken> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&**error);
+    while let Some(error) = cause {
+        #[cfg(feature = "oauth2")]
+        if let Some(error) = error.downcast_ref::<crate::oauth2::Error>() {
+            return error.refresh_token().cloned();
+        }
+        cause = error.source();
+    }
+    None
 }
 
 /// The last failed refresh.

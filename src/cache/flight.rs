@@ -51,9 +51,14 @@ impl FlightTask {
             RefreshReason::NoToken | RefreshReason::Expired | RefreshReason::Rejected
         )
         .then_some(waiters_until);
-        let exchange = exchange(Arc::clone(&self.shared), self.reason, quick_until)
-            .in_current_span()
-            .with_current_subscriber();
+        let exchange = exchange(
+            Arc::clone(&self.shared),
+            self.reason,
+            self.epoch,
+            quick_until,
+        )
+        .in_current_span()
+        .with_current_subscriber();
         let mut exchange = AbortOnDrop(tokio::spawn(exchange));
         let joined = tokio::select! {
             joined = &mut exchange.0 => Some(joined),
@@ -144,7 +149,10 @@ impl FlightTask {
             Ok(Ok(expired)) => {
                 // Clock skew, or a stale answer: installing it would make every request
                 // refresh. Keep what it may have rotated, back off like any transient failure.
-                shared.keep_refresh_token(&slot, &expired.tokens);
+                if let Some(refresh_token) = expired.tokens.refresh_token() {
+                    let expires_at = expired.tokens.refresh_expires_at();
+                    shared.keep_refresh_token(&slot, refresh_token, expires_at);
+                }
                 (
                     RefreshError::new(RefreshErrorKind::AlreadyExpired),
                     Class::TRANSIENT,
@@ -200,6 +208,7 @@ impl Drop for AbortOnDrop {
 async fn exchange(
     shared: Arc<Shared>,
     reason: RefreshReason,
+    epoch: u64,
     quick_until: Option<Instant>,
 ) -> Exchanged {
     let mut attempt = 0;
@@ -219,6 +228,13 @@ async fn exchange(
             Ok(tokens) => return Ok(tokens),
             Err(error) => error,
         };
+        if let Some(refresh_token) = failure::issued_refresh_token(&error) {
+            // The server may count the old one as spent: the next attempt must present this.
+            let slot = lock(&shared.slot);
+            if shared.epoch() == epoch {
+                shared.keep_refresh_token(&slot, &refresh_token, None);
+            }
+        }
         let class = failure::classify(&error);
         attempt += 1;
         if let (Some(until), Class::Transient { retry_after }) = (quick_until, class) {

@@ -42,7 +42,7 @@ use self::failure::{Failure, Repeats};
 use self::flight::FlightTask;
 pub(crate) use self::windows::Windows;
 use crate::refresh::{BoxError, RefreshError, RefreshErrorKind, RefreshReason, RefreshRequest};
-use crate::token::TokenSet;
+use crate::token::{RefreshToken, TokenSet};
 
 /// What a refresh gives every waiter.
 pub(crate) type Outcome = Result<Arc<Entry>, RefreshError>;
@@ -449,14 +449,18 @@ impl Shared {
     /// A refresh token the server issued in an answer the cache could not use otherwise: put
     /// it into the current token set, so the next refresh presents it instead of the one it
     /// replaced (which the server may count as spent). The caller holds the slot lock.
-    fn keep_refresh_token(&self, _slot: &Slot, from: &TokenSet) {
-        let (Some(refresh_token), Some(current)) = (from.refresh_token(), self.current.load_full())
-        else {
-            if from.refresh_token().is_some() {
-                tracing::warn!(
-                    "a refresh token came with an unusable answer and no session to keep it in"
-                );
-            }
+    fn keep_refresh_token(
+        &self,
+        _slot: &Slot,
+        refresh_token: &RefreshToken,
+        expires_at: Option<tokio::time::Instant>,
+    ) {
+        let Some(current) = self.current.load_full() else {
+            // Only a login has no session to keep it in: losing it leaves an unused session
+            // at the server, and spends nothing this cache needs.
+            tracing::warn!(
+                "a refresh token came with an unusable answer and no session to keep it in"
+            );
             return;
         };
         if current.tokens.refresh_token() == Some(refresh_token) {
@@ -464,7 +468,7 @@ impl Shared {
         }
         let mut tokens = current.tokens.clone();
         tokens.set_refresh_token(Some(refresh_token.clone()));
-        tokens.set_refresh_expires_at(from.refresh_expires_at());
+        tokens.set_refresh_expires_at(expires_at);
         tracing::info!(
             generation = current.generation,
             "kept the refresh token of an answer that could not be used otherwise"

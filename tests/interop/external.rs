@@ -133,12 +133,19 @@ pub async fn run(target: &Target) -> Result<Report, String> {
         .map_err(|e| format!("refresh: {e}"))?;
     call().await?;
 
-    let wrong_password = refused_login(target.builder("not the password", secret)).await;
+    let wrong_password = refused_login(
+        target.builder("not the password", secret),
+        ErrorKind::CredentialsRejected,
+    )
+    .await;
     let wrong_secret_code = match secret {
         None => None,
-        Some(_) => refused_login(target.builder(&target.password, Some("not the secret")))
-            .await
-            .map_err(|error| format!("wrong client secret: {error}"))?,
+        Some(_) => refused_login(
+            target.builder(&target.password, Some("not the secret")),
+            ErrorKind::ClientRejected,
+        )
+        .await
+        .map_err(|error| format!("wrong client secret: {error}"))?,
     };
     Ok(Report {
         generations: (login.generation(), refreshed.generation()),
@@ -148,16 +155,17 @@ pub async fn run(target: &Target) -> Result<Report, String> {
     })
 }
 
-/// A login that must be refused as `CredentialsRejected`; returns the server's error code.
-async fn refused_login(builder: OAuth2RefresherBuilder) -> Result<Option<String>, String> {
+/// A login that must be refused as `expected`; returns the server's error code.
+async fn refused_login(
+    builder: OAuth2RefresherBuilder,
+    expected: ErrorKind,
+) -> Result<Option<String>, String> {
     let refresher = builder
         .build(http_client())
         .map_err(|error| error.to_string())?;
     match refresher.login().await {
         Ok(_) => Err("logged in".into()),
-        Err(error) if error.kind() == ErrorKind::CredentialsRejected => {
-            Ok(error.error_code().map(str::to_owned))
-        }
+        Err(error) if error.kind() == expected => Ok(error.error_code().map(str::to_owned)),
         Err(error) => Err(error.to_string()),
     }
 }
