@@ -381,3 +381,40 @@ async fn streaming_bodies_replay_under_the_cap_only() {
     assert_eq!(stats.requests, 3, "the large body was sent once");
     assert_eq!(stats.echo_bodies.len(), 1);
 }
+
+// django-oauth-toolkit answers a revoked token with a bare 403: the default (401 only) never
+// refreshes; the preset for such servers does, once.
+#[tokio::test]
+async fn a_bare_403_is_a_rejection_with_the_preset_for_such_servers() {
+    let idp = IdentityProvider::start(ProviderConfig::default())
+        .await
+        .unwrap();
+    let api = Api::start(&idp).await.unwrap();
+    api.set_bare_403(true);
+    let client = || Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let get = || {
+        Request::get(api.url("/user/me"))
+            .body(Full::default())
+            .unwrap()
+    };
+    let layer = AuthLayer::new(idp.refresher_builder().build_http().unwrap());
+    let default = layer.layer(client());
+    let preset = layer
+        .clone()
+        .rejection(tower_auth_refresh::Rejection::status_401_or_bare_403())
+        .layer(client());
+    assert_eq!(
+        default.clone().oneshot(get()).await.unwrap().status(),
+        StatusCode::OK
+    );
+
+    idp.revoke_access_tokens();
+    let status = default.oneshot(get()).await.unwrap().status();
+    assert_eq!(status, StatusCode::FORBIDDEN, "the default ignores a 403");
+    assert_eq!(idp.stats().refresh_grants, 0);
+    assert_eq!(
+        preset.oneshot(get()).await.unwrap().status(),
+        StatusCode::OK
+    );
+    assert_eq!(idp.stats().refresh_grants, 1);
+}

@@ -116,9 +116,10 @@ impl AuthLayerBuilder {
     /// [`AuthHandle::set_tokens`](crate::AuthHandle::set_tokens). For saving the session in
     /// a store of the application's own (the refresh token rotates on every refresh).
     ///
-    /// Hooks add up: each call adds one. They run on the background runtime after the waiting
-    /// requests were given the token, outside the cache's locks; keep them short (hand slow
-    /// work to a channel or a spawned task).
+    /// Hooks add up: each call adds one. They run before the requests waiting for that token
+    /// get it (so when a request or [`AuthHandle::token`](crate::AuthHandle::token) returns, the
+    /// hooks of its token have run), one token at a time and in the order tokens were
+    /// installed, outside the cache's token lock; keep them short, they delay those requests.
     pub fn on_tokens<F>(mut self, hook: F) -> Self
     where
         F: Fn(&TokenSet) + Send + Sync + 'static,

@@ -100,12 +100,12 @@ impl FlightTask {
                 tracing::warn!(reason = %self.reason, elapsed_ms, %error, "token refresh failed");
             }
         }
-        let entry = outcome.as_ref().ok().filter(|_| installed).cloned();
-        self.publish.send_replace(Some(outcome));
-        // After the waiters were told: a slow hook delays nobody.
-        if let Some(entry) = entry {
-            self.shared.notify(&entry.tokens);
+        // Before the waiters are told: once a request or `AuthHandle::token` returns with the
+        // new token, its hooks have run (a program that exits then loses no rotation).
+        if let (Ok(entry), true) = (&outcome, installed) {
+            self.shared.notify(entry);
         }
+        self.publish.send_replace(Some(outcome));
     }
 
     /// The refresh timeout passed: every waiter gets a timeout error; requests that come while

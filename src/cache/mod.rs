@@ -89,6 +89,8 @@ pub(crate) struct Shared {
     flights: AtomicU64,
     /// The newest generation a response accepted (did not reject).
     accepted: AtomicU64,
+    /// The newest generation the hooks were told of; held while they run.
+    notified: Mutex<u64>,
     /// Bumped, under the slot lock, whenever the application sets or clears tokens: a
     /// refresh that started before does not install its result over the application's.
     epoch: AtomicU64,
@@ -147,6 +149,7 @@ impl TokenCache {
                 generations: AtomicU64::new(0),
                 flights: AtomicU64::new(0),
                 accepted: AtomicU64::new(0),
+                notified: Mutex::new(0),
                 epoch: AtomicU64::new(0),
             }),
         }
@@ -318,7 +321,7 @@ impl TokenCache {
         slot.failure = None;
         slot.repeats = Repeats::default();
         drop(slot);
-        self.shared.notify(&entry.tokens);
+        self.shared.notify(&entry);
         Ok(entry)
     }
 
@@ -420,10 +423,20 @@ impl Shared {
         self.epoch.load(Ordering::Relaxed)
     }
 
-    /// Tells the application's hooks, outside every lock (they may use the handle).
-    fn notify(&self, tokens: &TokenSet) {
+    /// Tells the application's hooks, outside the slot lock (they may use the handle), in the
+    /// order the tokens were installed: a hook never hears of a token older than one it was
+    /// told of (a store it feeds never goes back to a spent refresh token).
+    fn notify(&self, entry: &Entry) {
+        if self.settings.hooks.is_empty() {
+            return;
+        }
+        let mut last = lock(&self.notified);
+        if entry.generation <= *last {
+            return;
+        }
+        *last = entry.generation;
         for hook in &self.settings.hooks {
-            hook(tokens);
+            hook(&entry.tokens);
         }
     }
 

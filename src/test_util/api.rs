@@ -94,6 +94,7 @@ impl Api {
             state: Mutex::new(ApiState {
                 stats: ApiStats::default(),
                 www_authenticate: false,
+                bare_403: false,
                 forced_unauthorized: 0,
                 ids: Ids::new(),
             }),
@@ -140,6 +141,13 @@ impl Api {
         self.shared.lock().www_authenticate = on;
     }
 
+    /// Answers a refused token with `403` and no `WWW-Authenticate` header instead of `401`,
+    /// as django-oauth-toolkit's protected views do (default `false`). Counted in
+    /// [`ApiStats::unauthorized`] all the same.
+    pub fn set_bare_403(&self, on: bool) {
+        self.shared.lock().bare_403 = on;
+    }
+
     /// Answers the next `n` requests (in addition to any still pending) with `401`,
     /// whatever their token.
     pub fn push_unauthorized(&self, n: usize) {
@@ -161,6 +169,7 @@ struct ApiShared {
 struct ApiState {
     stats: ApiStats,
     www_authenticate: bool,
+    bare_403: bool,
     forced_unauthorized: usize,
     ids: Ids,
 }
@@ -329,6 +338,13 @@ impl ApiState {
     }
 
     fn unauthorized(&mut self, denial: &Denial) -> Response<ResponseBody> {
+        if self.bare_403 {
+            return self.error(
+                StatusCode::FORBIDDEN,
+                "forbidden_http_exception",
+                "You do not have permission to perform this action.",
+            );
+        }
         let mut response = self.error(
             StatusCode::UNAUTHORIZED,
             "unauthorized_http_exception",

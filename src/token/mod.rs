@@ -48,14 +48,14 @@ pub(crate) fn instant_after(base: Instant, lifetime: Duration) -> Instant {
 ///
 /// The expiry of the access token comes, in this order, from [`with_expires_in`] /
 /// [`with_expires_at`], from the `exp` claim when the access token is a JWT, and else from
-/// the default lifetime configured on the layer ([`AuthLayer::default_lifetime`]).
+/// the default lifetime configured on the layer ([`AuthLayerBuilder::default_lifetime`]).
 ///
 /// Instants are [`tokio::time::Instant`]s, so they follow tokio's clock (and its paused clock
 /// in tests).
 ///
 /// [`with_expires_in`]: TokenSet::with_expires_in
 /// [`with_expires_at`]: TokenSet::with_expires_at
-/// [`AuthLayer::default_lifetime`]: crate::AuthLayer::default_lifetime
+/// [`AuthLayerBuilder::default_lifetime`]: crate::AuthLayerBuilder::default_lifetime
 #[derive(Clone, PartialEq, Eq)]
 pub struct TokenSet {
     access_token: AccessToken,
