@@ -99,8 +99,8 @@ pub use crate::auth::{
 };
 pub use crate::handle::{AuthHandle, TokenState};
 pub use crate::refresh::{
-    BoxError, RefreshError, RefreshErrorKind, RefreshReason, RefreshRequest, TerminalError,
-    refresh_error,
+    BoxError, RefreshError, RefreshErrorKind, RefreshReason, RefreshRequest, RevokeRequest,
+    TerminalError, refresh_error,
 };
 pub use crate::token::{AccessToken, RefreshToken, Secret, TokenSet, jwt_expiry};
 

@@ -90,6 +90,30 @@ impl RefreshRequest {
     }
 }
 
+/// A request to end a session at the identity provider, sent to the layer's revoker by
+/// [`AuthHandle::logout`](crate::AuthHandle::logout): revoke these tokens (RFC 7009, or a
+/// provider's logout endpoint).
+///
+/// A revoker is any `Service<RevokeRequest, Response = ()>`;
+/// the OAuth2 refresher's revoker is one.
+#[derive(Clone, Debug)]
+pub struct RevokeRequest {
+    tokens: TokenSet,
+}
+
+impl RevokeRequest {
+    /// A request to revoke `tokens`.
+    pub fn new(tokens: TokenSet) -> Self {
+        Self { tokens }
+    }
+
+    /// The token set to revoke: its refresh token first (revoking it ends the session at most
+    /// servers), else its access token.
+    pub fn tokens(&self) -> &TokenSet {
+        &self.tokens
+    }
+}
+
 /// A refresh failed. Every request waiting for that refresh receives a clone of this error.
 ///
 /// [`kind`](Self::kind) says what went wrong; for [`RefreshErrorKind::Refresher`], the error
