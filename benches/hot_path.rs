@@ -71,15 +71,17 @@ where
     }
 }
 
-/// A layer holding a valid token, with its timer armed on `runtime`.
+/// A layer holding a valid token.
 fn layer(runtime: &tokio::runtime::Runtime) -> AuthLayer {
     let refresher =
         service_fn(|_: RefreshRequest| async { Ok::<_, Infallible>(TokenSet::new("token")) });
     let layer = AuthLayer::new(refresher);
-    let _entered = runtime.enter();
-    layer
-        .handle()
-        .set_tokens(TokenSet::new("token").with_expires_in(Duration::from_secs(3600)))
+    runtime
+        .block_on(
+            layer
+                .handle()
+                .set_tokens(TokenSet::new("token").with_expires_in(Duration::from_secs(3600))),
+        )
         .unwrap();
     layer
 }

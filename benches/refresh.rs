@@ -216,6 +216,7 @@ async fn stampede(case: Case) -> Stampede {
         layer
             .handle()
             .set_tokens(TokenSet::new("token-0").with_expires_in(lifetime))
+            .await
             .unwrap();
     }
     let client = layer.layer(api(true));
@@ -413,10 +414,12 @@ fn refresh_window_bench(c: &mut Criterion) {
     let lifetime = Duration::from_secs(3600);
     let layer = |calls: &Arc<Calls>| {
         let layer = AuthLayer::new(refresher(STREAM_REFRESH, Arc::clone(calls)));
-        let _entered = runtime.enter();
-        layer
-            .handle()
-            .set_tokens(TokenSet::new("token-0").with_expires_in(lifetime))
+        runtime
+            .block_on(
+                layer
+                    .handle()
+                    .set_tokens(TokenSet::new("token-0").with_expires_in(lifetime)),
+            )
             .unwrap();
         layer
     };
@@ -513,6 +516,7 @@ async fn stream(soft_window: bool, length: Duration) -> Stream {
     layer
         .handle()
         .set_tokens(TokenSet::new("token-0").with_expires_in(STREAM_LIFETIME))
+        .await
         .unwrap();
     let client = layer.layer(api(true));
 

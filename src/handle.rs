@@ -38,7 +38,7 @@ use crate::token::{AccessToken, TokenSet};
 /// let state = handle.refresh().await?;
 /// assert_eq!(state.generation(), 2);
 ///
-/// handle.clear();
+/// handle.clear().await?;
 /// assert!(handle.state().is_none());
 /// # Ok(())
 /// # }
@@ -86,20 +86,35 @@ impl AuthHandle {
         outcome.map(|entry| TokenState::of(&entry))
     }
 
-    /// Installs tokens obtained elsewhere (a saved session, another login flow), and ends any
-    /// backoff or terminal failure.
+    /// Installs tokens obtained elsewhere (an interactive login, another flow), and ends any
+    /// backoff or terminal failure. With a store, they are written there first (under its lock,
+    /// in place of whatever it holds); if the store does not take them, nothing changes and the
+    /// error says why ([`RefreshErrorKind::Store`](crate::RefreshErrorKind::Store)).
     ///
     /// A refresh that is running when this is called does not replace them: its waiters get
-    /// these tokens. Fails only if the access token cannot be sent in a header.
-    pub fn set_tokens(&self, tokens: TokenSet) -> Result<TokenState, RefreshError> {
-        self.state_of(self.cache.set(tokens))
+    /// these tokens. Fails also if the access token cannot be sent in a header. The work runs
+    /// on the layer's background runtime: dropping this future does not cut a store write short.
+    pub async fn set_tokens(&self, tokens: TokenSet) -> Result<TokenState, RefreshError> {
+        self.state_of(self.cache.set(tokens).await)
     }
 
     /// Forgets the current token and any failure: the next request asks the refresher for
     /// one ([`RefreshReason::NoToken`](crate::RefreshReason::NoToken)). A refresh running now
-    /// does not install its result.
-    pub fn clear(&self) {
-        self.cache.clear();
+    /// does not install its result. With a store, the stored session is deleted too (a
+    /// restarted program logs in again); if the store does not take the delete, the error says
+    /// so, the tokens here are gone anyway, and this process never uses the stored session
+    /// again. Nothing is revoked at the identity provider: see [`logout`](Self::logout).
+    pub async fn clear(&self) -> Result<(), RefreshError> {
+        self.cache.clear().await
+    }
+
+    /// Ends the session: revokes it at the identity provider (with the revoker given to
+    /// [`AuthLayerBuilder::revoker`](crate::AuthLayerBuilder::revoker), if any), then
+    /// [`clear`](Self::clear)s it here and in the store. Safe to call with no session. A failed
+    /// revocation is returned ([`RefreshErrorKind::Revoke`](crate::RefreshErrorKind::Revoke)),
+    /// but the session is cleared all the same.
+    pub async fn logout(&self) -> Result<(), RefreshError> {
+        self.cache.logout().await
     }
 
     /// Replaces the refresher, e.g. with one holding new credentials after the old ones were

@@ -97,6 +97,7 @@ mod token;
 pub use crate::auth::{
     AuthLayer, AuthLayerBuilder, AuthService, InvalidOrigin, Origin, Rejection, ResponseFuture,
 };
+pub use crate::cache::TokenEvent;
 pub use crate::handle::{AuthHandle, TokenState};
 pub use crate::refresh::{
     BoxError, RefreshError, RefreshErrorKind, RefreshReason, RefreshRequest, RevokeRequest,

@@ -169,6 +169,13 @@ pub enum RefreshErrorKind {
     /// The application set or cleared the tokens ([`AuthHandle::clear`](crate::AuthHandle::clear))
     /// while the refresh ran; its result was discarded.
     Superseded,
+    /// The token store failed to take the application's tokens or to delete the session (the
+    /// source is the [`StoreError`](crate::store::StoreError)).
+    Store,
+    /// The identity provider did not revoke the session on
+    /// [`AuthHandle::logout`](crate::AuthHandle::logout) (the source is the revoker's error).
+    /// The session was cleared here and in the store all the same.
+    Revoke,
 }
 
 impl RefreshError {
@@ -183,6 +190,22 @@ impl RefreshError {
     pub(crate) fn refresher(source: BoxError) -> Self {
         Self {
             kind: RefreshErrorKind::Refresher,
+            source: Some(Arc::from(source)),
+            cached: None,
+        }
+    }
+
+    pub(crate) fn store(source: crate::store::StoreError) -> Self {
+        Self {
+            kind: RefreshErrorKind::Store,
+            source: Some(Arc::new(source)),
+            cached: None,
+        }
+    }
+
+    pub(crate) fn revoke(source: BoxError) -> Self {
+        Self {
+            kind: RefreshErrorKind::Revoke,
             source: Some(Arc::from(source)),
             cached: None,
         }
@@ -243,6 +266,8 @@ impl fmt::Display for RefreshError {
             RefreshErrorKind::NoRuntime => "no tokio runtime is running to refresh the token",
             RefreshErrorKind::Timeout => "the token refresher did not answer in time",
             RefreshErrorKind::Superseded => "the tokens were cleared while the refresh ran",
+            RefreshErrorKind::Store => "the token store failed",
+            RefreshErrorKind::Revoke => "the identity provider did not revoke the session",
         })?;
         // The refresher's own words are what a user needs (`invalid_grant "Invalid user
         // credentials"`); the error types of this crate never carry a secret in them.

@@ -104,13 +104,13 @@ fn layer() -> (tokio::runtime::Runtime, AuthLayer) {
     let refresher =
         service_fn(|_: RefreshRequest| async { Ok::<_, Infallible>(TokenSet::new("token")) });
     let layer = AuthLayer::new(refresher);
-    {
-        let _entered = runtime.enter();
-        layer
-            .handle()
-            .set_tokens(TokenSet::new("token").with_expires_in(Duration::from_secs(900)))
-            .unwrap();
-    }
+    runtime
+        .block_on(
+            layer
+                .handle()
+                .set_tokens(TokenSet::new("token").with_expires_in(Duration::from_secs(900))),
+        )
+        .unwrap();
     (runtime, layer)
 }
 

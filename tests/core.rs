@@ -296,6 +296,7 @@ async fn a_rejection_of_a_replaced_token_retries_without_refreshing() {
     // While that request is out, the token is replaced.
     handle
         .set_tokens(TokenSet::new("token-from-elsewhere").with_expires_in(LIFETIME))
+        .await
         .unwrap();
     reply.send_response(respond(StatusCode::UNAUTHORIZED, String::new()));
 
@@ -615,7 +616,7 @@ async fn tokens_cleared_or_set_during_a_refresh_stand() {
         async move { handle.refresh().await }
     });
     tokio::time::sleep(Duration::from_millis(500)).await;
-    handle.clear();
+    handle.clear().await.unwrap();
     let error = refresh.await.unwrap().unwrap_err();
     assert_eq!(error.kind(), RefreshErrorKind::Superseded);
     assert!(handle.state().is_none(), "logged back in after clear()");
@@ -627,6 +628,7 @@ async fn tokens_cleared_or_set_during_a_refresh_stand() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let set = handle
         .set_tokens(TokenSet::new("from-the-app").with_expires_in(LIFETIME))
+        .await
         .unwrap();
     assert_eq!(
         refresh.await.unwrap().unwrap(),
@@ -646,7 +648,9 @@ fn a_token_outliving_its_runtime_is_still_refreshed_on_time() {
     let first = tokio::runtime::Runtime::new().unwrap();
     first
         .block_on(async {
-            handle.set_tokens(TokenSet::new("old").with_expires_in(Duration::from_millis(300)))
+            handle
+                .set_tokens(TokenSet::new("old").with_expires_in(Duration::from_millis(300)))
+                .await
         })
         .unwrap();
     drop(first);

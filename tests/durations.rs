@@ -95,7 +95,7 @@ proptest! {
                 let tokens = TokenSet::new("set")
                     .with_expires_in(token_lifetime)
                     .with_refresh_expires_in(refresh_lifetime);
-                let state = handle.set_tokens(tokens).unwrap();
+                let state = handle.set_tokens(tokens).await.unwrap();
                 let _ = format!("{state:?} {:?} {:?}", state.expires_in(), handle);
                 let _ = handle.token().await;
             };

@@ -385,14 +385,14 @@ async fn no_login_and_a_refused_refresh_token_is_a_typed_error() {
         .build_http()
         .unwrap();
     let handle = AuthLayer::new(refresh_only).handle();
-    handle.set_tokens(tokens).unwrap();
+    handle.set_tokens(tokens).await.unwrap();
     idp.revoke_sessions();
     let error = handle.refresh().await.unwrap_err();
     let oauth = oauth2_error(&error);
     assert_eq!(oauth.kind(), ErrorKind::RefreshTokenRejected);
     assert_eq!(oauth.error_description(), Some("Session not active"));
 
-    handle.clear();
+    handle.clear().await.unwrap();
     let error = handle.token().await.unwrap_err();
     assert_eq!(oauth2_error(&error).kind(), ErrorKind::NoCredentials);
 }

@@ -371,7 +371,7 @@ async fn an_invalid_scope_refresh_falls_back_to_a_login() {
     let login = rig.idp.refresher_builder().build_http().unwrap();
     let tokens = login.login().await.unwrap();
     let handle = AuthLayer::new(refresh_only).handle();
-    handle.set_tokens(tokens).unwrap();
+    handle.set_tokens(tokens).await.unwrap();
     let error = handle.refresh().await.unwrap_err();
     let oauth = oauth2_error(&error);
     assert_eq!(oauth.kind(), ErrorKind::ScopeRejected);

@@ -18,7 +18,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tower::{Layer, ServiceExt};
 use tower_auth_refresh::oauth2::OAuth2Refresher;
-use tower_auth_refresh::store::{RedisStore, StoreError, StoreErrorKind, StoredRefresher};
+use tower_auth_refresh::store::{RedisStore, StoreError, StoreErrorKind, TokenStore};
 use tower_auth_refresh::test_util::{Api, Fault, IdentityProvider, ProviderConfig};
 use tower_auth_refresh::{AuthLayer, RefreshError};
 
@@ -93,6 +93,7 @@ struct Work<'a> {
     rounds: u64,
     round_ms: u64,
     concurrency: u64,
+    lock_ms: u64,
 }
 
 fn spawn_worker(work: &Work<'_>) -> Child {
@@ -118,6 +119,7 @@ fn spawn_worker(work: &Work<'_>) -> Child {
         .env("WORKER_ROUNDS", work.rounds.to_string())
         .env("WORKER_ROUND_MS", work.round_ms.to_string())
         .env("WORKER_CONCURRENCY", work.concurrency.to_string())
+        .env("WORKER_LOCK_MS", work.lock_ms.to_string())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -149,8 +151,9 @@ fn redis_worker() {
             .unwrap();
         let store = RedisStore::new(&env("WORKER_REDIS"), &env("WORKER_PREFIX"))
             .unwrap()
-            .lock_lifetime(Duration::from_secs(2));
-        let layer = AuthLayer::new(StoredRefresher::new(refresher, store));
+            .lock_lifetime(Duration::from_millis(env_u64("WORKER_LOCK_MS")))
+            .command_timeout(Duration::from_millis(500));
+        let layer = AuthLayer::builder(refresher).store(store).build();
         let service =
             layer.layer(Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>());
         let url = env("WORKER_API_URL");
@@ -231,6 +234,7 @@ async fn four_processes_share_one_login_and_one_refresh_chain() {
         rounds: 6,
         round_ms: 1300,
         concurrency: 64,
+        lock_ms: 10_000,
     };
     let workers: Vec<_> = (0..4).map(|_| spawn_worker(&work)).collect();
     let outcomes = tokio::task::spawn_blocking(move || {
@@ -272,6 +276,7 @@ async fn a_killed_lock_holder_is_taken_over_after_the_lock_expires() {
         rounds: 1,
         round_ms: 0,
         concurrency: 1,
+        lock_ms: 2_000,
     };
     let mut holder = spawn_worker(&work);
 
@@ -319,11 +324,10 @@ async fn an_unreachable_redis_is_a_typed_error() {
     let store = RedisStore::new(&format!("redis://127.0.0.1:{closed}/"), "test:down:")
         .unwrap()
         .command_timeout(Duration::from_millis(500));
-    let handle = AuthLayer::new(StoredRefresher::new(
-        idp.refresher_builder().build_http().unwrap(),
-        store,
-    ))
-    .handle();
+    let handle = AuthLayer::builder(idp.refresher_builder().build_http().unwrap())
+        .store(store)
+        .build()
+        .handle();
     let started = Instant::now();
     let error = handle.token().await.unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(3));
@@ -385,13 +389,17 @@ async fn a_slow_refresh_keeps_its_lock() {
     let seed = tower_auth_refresh::TokenSet::new("a0")
         .with_refresh_token("r0")
         .with_expires_in(Duration::ZERO);
-    tower_auth_refresh::store::TokenStore::save(&store(), &seed, None)
-        .await
-        .unwrap();
+    store().save(&seed, 0).await.unwrap();
     let used = Arc::new(std::sync::Mutex::new(Vec::new()));
     let refresher = || recording_refresher(used.clone(), Duration::from_secs(1));
-    let a = AuthLayer::new(StoredRefresher::new(refresher(), store())).handle();
-    let b = AuthLayer::new(StoredRefresher::new(refresher(), store())).handle();
+    let a = AuthLayer::builder(refresher())
+        .store(store())
+        .build()
+        .handle();
+    let b = AuthLayer::builder(refresher())
+        .store(store())
+        .build()
+        .handle();
     let (ra, rb) = tokio::join!(a.token(), b.token());
     ra.unwrap();
     rb.unwrap();
@@ -413,16 +421,13 @@ async fn an_unreadable_stored_value_is_replaced() {
         .unwrap();
     let used = Arc::new(std::sync::Mutex::new(Vec::new()));
     let store = || RedisStore::new(&redis.url, "test:garbage:").unwrap();
-    let a = AuthLayer::new(StoredRefresher::new(
-        recording_refresher(used.clone(), Duration::ZERO),
-        store(),
-    ))
-    .handle();
-    let b = AuthLayer::new(StoredRefresher::new(
-        recording_refresher(used.clone(), Duration::ZERO),
-        store(),
-    ))
-    .handle();
+    let handle = || {
+        AuthLayer::builder(recording_refresher(used.clone(), Duration::ZERO))
+            .store(store())
+            .build()
+            .handle()
+    };
+    let (a, b) = (handle(), handle());
     a.token().await.unwrap();
     b.token().await.unwrap();
     a.refresh().await.unwrap();
@@ -430,4 +435,233 @@ async fn an_unreadable_stored_value_is_replaced() {
     // One login (by a) replaced the garbage, and b took it over; a refreshed with r1, and b's
     // forced refresh took a's new tokens from the store: no refresh token presented twice.
     assert_eq!(*used.lock().unwrap(), ["none", "r1"]);
+}
+
+/// Makes `redis` stall every write (scripts included) for `millis`, as `CLIENT PAUSE … WRITE`
+/// does; reads go on.
+async fn pause_writes(redis: &str, millis: u64) {
+    let client = redis::Client::open(redis).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(millis)
+        .arg("WRITE")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+}
+
+/// A layer's handle on `redis` under `prefix`, with short timeouts.
+fn stored_handle(
+    idp: &IdentityProvider,
+    redis: &str,
+    prefix: &str,
+    lock: Duration,
+) -> tower_auth_refresh::AuthHandle {
+    let store = RedisStore::new(redis, prefix)
+        .unwrap()
+        .lock_lifetime(lock)
+        .command_timeout(Duration::from_millis(300));
+    AuthLayer::builder(idp.refresher_builder().build_http().unwrap())
+        .store(store)
+        .build()
+        .handle()
+}
+
+// Redis stalls writes between the provider's answer and the save: the save times out. The
+// holder keeps the lock and saves as soon as Redis takes writes again; the other process never
+// refreshes from the older stored set, so the provider sees no reuse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_save_that_stalls_is_made_before_anyone_refreshes_again() {
+    let Some(redis) = redis_server() else { return };
+    let idp = IdentityProvider::start(
+        ProviderConfig::default()
+            .response_delay(Duration::from_millis(400))
+            .reuse_detection(true),
+    )
+    .await
+    .unwrap();
+    let lock = Duration::from_secs(10);
+    let a = stored_handle(&idp, &redis.url, "test:write-stall:", lock);
+    let b = stored_handle(&idp, &redis.url, "test:write-stall:", lock);
+    a.token().await.unwrap();
+    b.token().await.unwrap();
+    assert_eq!(idp.stats().password_grants, 1);
+
+    let refresh = tokio::spawn({
+        let a = a.clone();
+        async move { a.refresh().await }
+    });
+    // a holds the lock and waits for the provider; its save will meet the stall.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    pause_writes(&redis.url, 1_500).await;
+    let a_state = refresh.await.unwrap().unwrap();
+    // b refreshes while the stall lasts and after: it waits for a's lock, then takes a's
+    // tokens from the store.
+    let b_state = b.refresh().await.unwrap();
+    assert_eq!(
+        a.access_token().unwrap().secret(),
+        b.access_token().unwrap().secret(),
+        "b uses a's tokens"
+    );
+    let _ = (a_state, b_state);
+    let stats = idp.stats();
+    assert_eq!(
+        (
+            stats.refresh_grants,
+            stats.reuse_detected,
+            stats.invalid_grants
+        ),
+        (1, 0, 0),
+        "{stats:?}"
+    );
+    // And the chain goes on from a's tokens.
+    b.refresh().await.unwrap();
+    assert_eq!(idp.stats().reuse_detected, 0);
+}
+
+// The token endpoint is slower than the lock lifetime and one renewal meets a Redis stall
+// longer than the command timeout: renewal goes on until the lock's known expiry, so the lock
+// is never lost and the other process never refreshes with the same refresh token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_renewal_does_not_let_a_second_refresher_in() {
+    let Some(redis) = redis_server() else { return };
+    let idp = IdentityProvider::start(ProviderConfig::default().reuse_detection(true))
+        .await
+        .unwrap();
+    let lock = Duration::from_millis(1_500);
+    let a = stored_handle(&idp, &redis.url, "test:renew-stall:", lock);
+    let b = stored_handle(&idp, &redis.url, "test:renew-stall:", lock);
+    a.token().await.unwrap();
+    b.token().await.unwrap();
+
+    // a's refresh takes 3 s at the provider: twice the lock's lifetime.
+    idp.push_fault(tower_auth_refresh::test_util::Fault::Delay(
+        Duration::from_secs(3),
+    ));
+    let refresh_a = tokio::spawn({
+        let a = a.clone();
+        async move { a.refresh().await }
+    });
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    // The renewal due at 1 s meets the stall; it gets through after 1.4 s, before the lock's
+    // known expiry (2 s).
+    pause_writes(&redis.url, 800).await;
+    // b comes after the stall, while a's lock (last renewed at 0.5 s) would expire at 2 s had
+    // its renewal given up.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let refresh_b = tokio::spawn({
+        let b = b.clone();
+        async move { b.refresh().await }
+    });
+    refresh_a.await.unwrap().unwrap();
+    // b waited for the lock (and may have given up waiting); it never refreshed meanwhile.
+    let _ = refresh_b.await.unwrap();
+    b.refresh().await.unwrap();
+    let stats = idp.stats();
+    assert_eq!(stats.reuse_detected, 0, "{stats:?}");
+    assert_eq!(stats.invalid_grants, 0, "{stats:?}");
+    // a's refresh, and b's last one (from a's tokens) unless b took a's tokens from the store.
+    assert!((1..=2).contains(&stats.refresh_grants), "{stats:?}");
+}
+
+// The application's word reaches every process through Redis: set_tokens in one process, and
+// the other's next refresh starts from those tokens; clear in one, and the other logs in anew.
+#[tokio::test]
+async fn set_tokens_and_clear_reach_the_other_processes() {
+    let Some(redis) = redis_server() else { return };
+    let idp = IdentityProvider::start(ProviderConfig::default().reuse_detection(true))
+        .await
+        .unwrap();
+    let lock = Duration::from_secs(5);
+    let a = stored_handle(&idp, &redis.url, "test:word:", lock);
+    let b = stored_handle(&idp, &redis.url, "test:word:", lock);
+    a.token().await.unwrap();
+    b.token().await.unwrap();
+    let elsewhere = idp
+        .refresher_builder()
+        .build_http()
+        .unwrap()
+        .login()
+        .await
+        .unwrap();
+    a.set_tokens(elsewhere.clone()).await.unwrap();
+    // b takes the application's tokens at its next refresh.
+    b.refresh().await.unwrap();
+    assert_eq!(
+        b.access_token().unwrap().secret(),
+        elsewhere.access_token().secret()
+    );
+    b.refresh().await.unwrap();
+    a.clear().await.unwrap();
+    let logins = idp.stats().password_grants;
+    a.token().await.unwrap();
+    assert_eq!(idp.stats().password_grants, logins + 1, "a logs in anew");
+    assert_eq!(idp.stats().reuse_detected, 0);
+}
+
+// The fleet test, with the worst moments added: 4 processes × 64 concurrent requests through 5
+// token expiries against a provider that rotates refresh tokens and ends the session on reuse;
+// Redis stalls writes once while a refreshed token set is being saved, and once while the lock
+// is being renewed. One login, five refreshes, no reuse, no failed request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_survives_a_write_stall_and_a_renewal_stall() {
+    let Some(redis) = redis_server() else { return };
+    // A refresh takes 1.2 s at the provider: the lock (3 s, renewed every second) is renewed
+    // once during it, and the save comes 1.2 s after the lock was taken.
+    // (The delay comes before the grant is processed, so tokens do not age on the way.)
+    let idp = IdentityProvider::start(
+        ProviderConfig::default()
+            .access_lifetime(Duration::from_secs(2))
+            .reuse_detection(true),
+    )
+    .await
+    .unwrap();
+    idp.set_fault(Some(Fault::Delay(Duration::from_millis(1200))));
+    let api = Api::start(&idp).await.unwrap();
+    let round_ms = 3500;
+    let work = Work {
+        redis: &redis.url,
+        idp: &idp,
+        api: &api,
+        prefix: "test:stalled-fleet:",
+        start_at: now_millis() + 1500,
+        rounds: 6,
+        round_ms,
+        concurrency: 64,
+        lock_ms: 3000,
+    };
+    let start_at = work.start_at;
+    let workers: Vec<_> = (0..4).map(|_| spawn_worker(&work)).collect();
+    let outcomes = tokio::task::spawn_blocking(move || {
+        workers
+            .into_iter()
+            .map(|worker| wait(worker, Duration::from_secs(60)))
+            .collect::<Vec<_>>()
+    });
+    // Round 2's refresh saves at about 1.2 s into the round: stall writes from 1.05 s for 1.5 s
+    // (the workers' commands time out after 0.5 s).
+    let at = |round: u64, ms: u64| start_at + round * round_ms + ms;
+    tokio::time::sleep(Duration::from_millis(
+        at(2, 1050).saturating_sub(now_millis()),
+    ))
+    .await;
+    pause_writes(&redis.url, 1500).await;
+    // Round 4's renewal is due 1 s into the round: stall writes from 0.9 s for 0.8 s.
+    tokio::time::sleep(Duration::from_millis(
+        at(4, 900).saturating_sub(now_millis()),
+    ))
+    .await;
+    pause_writes(&redis.url, 800).await;
+    for (ok, output) in &outcomes.await.unwrap() {
+        assert!(ok, "a worker failed:\n{output}");
+    }
+    let stats = idp.stats();
+    println!("provider: {stats:?}; API: {:?}", api.stats().ok);
+    assert_eq!(stats.password_grants, 1, "{stats:?}");
+    assert!((4..=6).contains(&stats.refresh_grants), "{stats:?}");
+    assert_eq!(stats.reuse_detected, 0, "{stats:?}");
+    assert_eq!(stats.invalid_grants, 0, "{stats:?}");
+    assert_eq!(api.stats().unauthorized, 0);
+    assert_eq!(api.stats().ok, 4 * 64 * 6);
 }

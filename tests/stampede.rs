@@ -85,7 +85,7 @@ async fn stampede(initial: Option<TokenSet>) -> (Arc<Seen>, Vec<StatusCode>, u64
     let layer = AuthLayer::new(refresher);
     let handle = layer.handle();
     if let Some(tokens) = initial {
-        handle.set_tokens(tokens).unwrap();
+        handle.set_tokens(tokens).await.unwrap();
     }
     let client = layer.layer(api);
 

@@ -8,9 +8,11 @@ use tower::{Service, ServiceExt};
 use super::layer::AuthLayer;
 use super::origin::Origins;
 use super::rejection::Rejection;
-use crate::cache::{Background, Settings, TokenCache, Windows};
-use crate::refresh::{BoxError, RefreshRequest};
+use crate::cache::{Background, Settings, TokenCache, TokenEvent, Windows};
+use crate::refresh::{BoxError, RefreshRequest, RevokeRequest};
 use crate::replay::CloneBody;
+use crate::store::TokenStore;
+use crate::store::session::Session;
 use crate::token::TokenSet;
 
 /// Builds an [`AuthLayer`] and the session it shares: start with [`AuthLayer::builder`].
@@ -112,19 +114,61 @@ impl AuthLayerBuilder {
         self
     }
 
-    /// Calls `hook` with every new token set: each refresh's result and each
-    /// [`AuthHandle::set_tokens`](crate::AuthHandle::set_tokens). For saving the session in
-    /// a store of the application's own (the refresh token rotates on every refresh).
+    /// Calls `hook` with every new token set: each refresh's result, each token set taken from
+    /// the store, each [`AuthHandle::set_tokens`](crate::AuthHandle::set_tokens), and a
+    /// refresh token kept from an answer that was otherwise unusable. For saving the session in
+    /// a store of the application's own (the refresh token rotates on every refresh); for
+    /// knowing why the tokens changed, and of clears, see [`on_event`](Self::on_event).
     ///
     /// Hooks add up: each call adds one. They run before the requests waiting for that token
     /// get it (so when a request or [`AuthHandle::token`](crate::AuthHandle::token) returns, the
     /// hooks of its token have run), one token at a time and in the order tokens were
     /// installed, outside the cache's token lock; keep them short, they delay those requests.
-    pub fn on_tokens<F>(mut self, hook: F) -> Self
+    pub fn on_tokens<F>(self, hook: F) -> Self
     where
         F: Fn(&TokenSet) + Send + Sync + 'static,
     {
+        self.on_event(move |event: &TokenEvent<'_>| {
+            if let Some(tokens) = event.tokens() {
+                hook(tokens);
+            }
+        })
+    }
+
+    /// Calls `hook` with every change of the session's tokens, saying what happened: a
+    /// refresh (and why), tokens taken from the store, set by the application, a refresh token
+    /// kept, a clear. Hooks add up, and run as [`on_tokens`](Self::on_tokens)' do.
+    pub fn on_event<F>(mut self, hook: F) -> Self
+    where
+        F: Fn(&TokenEvent<'_>) + Send + Sync + 'static,
+    {
         self.settings.hooks.push(std::sync::Arc::new(hook));
+        self
+    }
+
+    /// Keeps the session in `store` (see [`store`](crate::store)): every refresh goes through it
+    /// (its lock, its newest token set), and so do [`AuthHandle::set_tokens`],
+    /// [`AuthHandle::clear`] and [`AuthHandle::logout`]. A restarted program continues its
+    /// session; processes that share the store share one login and one refresh chain.
+    ///
+    /// [`AuthHandle::set_tokens`]: crate::AuthHandle::set_tokens
+    /// [`AuthHandle::clear`]: crate::AuthHandle::clear
+    /// [`AuthHandle::logout`]: crate::AuthHandle::logout
+    pub fn store(mut self, store: impl TokenStore) -> Self {
+        self.settings.store = Some(std::sync::Arc::new(Session::new(store)));
+        self
+    }
+
+    /// What [`AuthHandle::logout`](crate::AuthHandle::logout) calls to end the session at the
+    /// identity provider: any `Service<RevokeRequest, Response = ()>`, e.g. the OAuth2
+    /// refresher's revoker (RFC 7009).
+    pub fn revoker<V>(mut self, revoker: V) -> Self
+    where
+        V: Service<RevokeRequest, Response = ()> + Send + 'static,
+        V::Error: Into<BoxError>,
+        V::Future: Send + 'static,
+    {
+        self.settings.revoker = Some(BoxService::new(revoker.map_err(Into::into)));
         self
     }
 
@@ -164,6 +208,8 @@ impl fmt::Debug for AuthLayerBuilder {
             .field("default_lifetime", &self.settings.default_lifetime)
             .field("retry", &self.settings.retry)
             .field("hooks", &self.settings.hooks.len())
+            .field("store", &self.settings.store)
+            .field("revoker", &self.settings.revoker.is_some())
             .field("windows", &self.windows)
             .field("runtime", &self.runtime.is_some())
             .finish_non_exhaustive()

@@ -18,6 +18,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use tokio::runtime::{Builder, Handle};
+use tracing::instrument::WithSubscriber;
 
 use super::clock::Clock;
 
@@ -88,6 +89,26 @@ impl Background {
         };
         drop(handle.spawn(task));
         true
+    }
+}
+
+impl Background {
+    /// Runs `task` here and waits for its output: work the caller asked for that must not be
+    /// cut short when the caller is dropped (a store write), nor depend on the caller's
+    /// runtime. `None` if it could not run.
+    pub(crate) async fn run<F>(&self, task: F) -> Option<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let task = async move {
+            let _ = sender.send(task.await);
+        };
+        if !self.spawn(task.with_current_subscriber()) {
+            return None;
+        }
+        receiver.await.ok()
     }
 }
 

@@ -19,8 +19,11 @@ use tower::{Service, ServiceExt};
 use tracing::instrument::{Instrument, WithSubscriber};
 
 use super::failure::{self, Class, Failure, QUICK_RETRIES};
-use super::{Outcome, Shared, lock};
-use crate::refresh::{Cached, RefreshError, RefreshErrorKind, RefreshReason, RefreshRequest};
+use super::{Outcome, Shared, TokenEvent, lock};
+use crate::refresh::{
+    BoxError, Cached, RefreshError, RefreshErrorKind, RefreshReason, RefreshRequest,
+};
+use crate::store::session::Got;
 use crate::token::{TokenSet, instant_after};
 
 /// The spawned refresh. Dropping it before it settled (only a shutdown of the runtime it runs
@@ -36,7 +39,8 @@ pub(super) struct FlightTask {
     pub(super) settled: bool,
 }
 
-type Exchanged = Result<TokenSet, (RefreshError, Class)>;
+/// The tokens, and whether they were found in the store rather than got from the refresher.
+type Exchanged = Result<(TokenSet, bool), (RefreshError, Class)>;
 
 impl FlightTask {
     pub(super) async fn run(mut self) {
@@ -102,8 +106,17 @@ impl FlightTask {
         }
         // Before the waiters are told: once a request or `AuthHandle::token` returns with the
         // new token, its hooks have run (a program that exits then loses no rotation).
-        if let (Ok(entry), true) = (&outcome, installed) {
-            self.shared.notify(entry);
+        if let (Ok(entry), Some((change, adopted))) = (&outcome, installed) {
+            let tokens = &entry.tokens;
+            let event = if adopted {
+                TokenEvent::Adopted { tokens }
+            } else {
+                TokenEvent::Refreshed {
+                    tokens,
+                    reason: self.reason,
+                }
+            };
+            self.shared.notify(change, &event);
         }
         self.publish.send_replace(Some(outcome));
     }
@@ -126,7 +139,7 @@ impl FlightTask {
     /// under the slot lock: whoever sees the new token as current also sees no refresh
     /// running, so a 401 for that token starts a refresh of its own instead of joining this
     /// finished one.
-    fn settle(&self, result: Exchanged) -> (Outcome, bool) {
+    fn settle(&self, result: Exchanged) -> (Outcome, Option<(u64, bool)>) {
         let shared = &self.shared;
         let retry = &shared.settings.retry;
         let now = shared.now();
@@ -138,20 +151,23 @@ impl FlightTask {
                 .current
                 .load_full()
                 .ok_or_else(|| RefreshError::new(RefreshErrorKind::Superseded));
-            return (outcome, false);
+            return (outcome, None);
         }
-        let error = match result.map(|tokens| shared.prepare(tokens, self.reason, now)) {
-            Ok(Ok(entry)) if !entry.is_expired(now) => {
+        let mut kept = None;
+        let prepared =
+            result.map(|(tokens, adopted)| (shared.prepare(tokens, self.reason, now), adopted));
+        let error = match prepared {
+            Ok((Ok(entry), adopted)) if !entry.is_expired(now) => {
                 shared.current.store(Some(Arc::clone(&entry)));
                 slot.failure = None;
-                return (Ok(entry), true);
+                return (Ok(entry), Some((shared.change(), adopted)));
             }
-            Ok(Ok(expired)) => {
+            Ok((Ok(expired), _)) => {
                 // Clock skew, or a stale answer: installing it would make every request
                 // refresh. Keep what it may have rotated, back off like any transient failure.
                 if let Some(refresh_token) = expired.tokens.refresh_token() {
                     let expires_at = expired.tokens.refresh_expires_at();
-                    shared.keep_refresh_token(&slot, refresh_token, expires_at);
+                    kept = shared.keep_refresh_token(&slot, refresh_token, expires_at);
                 }
                 (
                     RefreshError::new(RefreshErrorKind::AlreadyExpired),
@@ -160,7 +176,7 @@ impl FlightTask {
             }
             // A token that cannot be sent: back off rather than call the refresher again on
             // every request.
-            Ok(Err(error)) => (error, Class::TRANSIENT),
+            Ok((Err(error), _)) => (error, Class::TRANSIENT),
             Err(failed) => failed,
         };
         let (error, class) = error;
@@ -169,7 +185,16 @@ impl FlightTask {
             current.allow_background_at(failure.retry_at);
         }
         slot.failure = Some(failure);
-        (Err(error), false)
+        drop(slot);
+        if let Some((change, entry)) = kept {
+            shared.notify(
+                change,
+                &TokenEvent::RefreshTokenKept {
+                    tokens: &entry.tokens,
+                },
+            );
+        }
+        (Err(error), None)
     }
 }
 
@@ -204,7 +229,8 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Calls the refresher, with quick retries of transient failures until `quick_until`.
+/// Calls the refresher (through the store, if there is one), with quick retries of transient
+/// failures until `quick_until`.
 async fn exchange(
     shared: Arc<Shared>,
     reason: RefreshReason,
@@ -213,26 +239,46 @@ async fn exchange(
 ) -> Exchanged {
     let mut attempt = 0;
     loop {
-        // Each attempt starts from the cache's state now: an earlier attempt may have left a
-        // rotated refresh token in it.
-        let current = shared.current.load_full().map(|entry| entry.tokens.clone());
-        let request = RefreshRequest::new(reason, current);
-        let result = {
-            let mut refresher = shared.refresher.lock().await;
-            match refresher.ready().await {
-                Ok(refresher) => refresher.call(request).await,
-                Err(error) => Err(error),
+        let result = match shared.settings.store.clone() {
+            None => {
+                // Each attempt starts from the cache's state now: an earlier attempt may have
+                // left a rotated refresh token in it.
+                let current = shared.current.load_full().map(|entry| entry.tokens.clone());
+                call(&shared, RefreshRequest::new(reason, current))
+                    .await
+                    .map(|tokens| (tokens, false))
             }
+            // The store is the truth: it says which tokens to refresh from.
+            Some(session) => session
+                .refresh(
+                    reason,
+                    || shared.epoch() == epoch,
+                    |request| call(&shared, request),
+                )
+                .await
+                .map(|got| match got {
+                    Got::Refreshed(tokens) => (tokens, false),
+                    Got::Adopted(tokens) => (tokens, true),
+                }),
         };
         let error = match result {
-            Ok(tokens) => return Ok(tokens),
+            Ok(got) => return Ok(got),
             Err(error) => error,
         };
         if let Some(refresh_token) = failure::issued_refresh_token(&error) {
             // The server may count the old one as spent: the next attempt must present this.
             let slot = lock(&shared.slot);
-            if shared.epoch() == epoch {
-                shared.keep_refresh_token(&slot, &refresh_token, None);
+            let kept = (shared.epoch() == epoch)
+                .then(|| shared.keep_refresh_token(&slot, &refresh_token, None))
+                .flatten();
+            drop(slot);
+            if let Some((change, entry)) = kept {
+                shared.notify(
+                    change,
+                    &TokenEvent::RefreshTokenKept {
+                        tokens: &entry.tokens,
+                    },
+                );
             }
         }
         let class = failure::classify(&error);
@@ -252,5 +298,14 @@ async fn exchange(
             }
         }
         return Err((RefreshError::refresher(error), class));
+    }
+}
+
+/// One call of the refresher.
+async fn call(shared: &Shared, request: RefreshRequest) -> Result<TokenSet, BoxError> {
+    let mut refresher = shared.refresher.lock().await;
+    match refresher.ready().await {
+        Ok(refresher) => refresher.call(request).await,
+        Err(error) => Err(error),
     }
 }

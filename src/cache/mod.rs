@@ -19,6 +19,7 @@
 mod background;
 mod clock;
 mod entry;
+mod event;
 mod failure;
 mod flight;
 mod windows;
@@ -37,11 +38,16 @@ use tracing::instrument::{Instrument, WithSubscriber};
 pub(crate) use self::background::Background;
 pub(crate) use self::clock::{Clock, Ticks};
 pub(crate) use self::entry::{Entry, Phase};
-pub(crate) use self::failure::Retry;
+pub use self::event::TokenEvent;
 use self::failure::{Failure, Repeats};
+pub(crate) use self::failure::{Retry, issued_refresh_token};
 use self::flight::FlightTask;
 pub(crate) use self::windows::Windows;
-use crate::refresh::{BoxError, RefreshError, RefreshErrorKind, RefreshReason, RefreshRequest};
+use crate::refresh::{
+    BoxError, RefreshError, RefreshErrorKind, RefreshReason, RefreshRequest, RevokeRequest,
+};
+use crate::store::session::Session;
+use crate::store::{StoreError, StoreErrorKind};
 use crate::token::{RefreshToken, TokenSet};
 
 /// What a refresh gives every waiter.
@@ -49,15 +55,19 @@ pub(crate) type Outcome = Result<Arc<Entry>, RefreshError>;
 
 type Refresher = BoxService<RefreshRequest, TokenSet, BoxError>;
 
-/// A callback told of every new token set.
-pub(crate) type TokensHook = Arc<dyn Fn(&TokenSet) + Send + Sync>;
+/// A callback told of every change of the session's tokens.
+pub(crate) type Hook = Arc<dyn Fn(&TokenEvent<'_>) + Send + Sync>;
+
+type Revoker = BoxService<RevokeRequest, (), BoxError>;
 
 /// The settings of one session (one cache), fixed when it is built.
-#[derive(Clone)]
 pub(crate) struct Settings {
     pub(crate) default_lifetime: Duration,
     pub(crate) retry: Retry,
-    pub(crate) hooks: Vec<TokensHook>,
+    pub(crate) hooks: Vec<Hook>,
+    /// Where the session lives, if anywhere but here.
+    pub(crate) store: Option<Arc<Session>>,
+    pub(crate) revoker: Option<Revoker>,
 }
 
 impl Default for Settings {
@@ -66,6 +76,8 @@ impl Default for Settings {
             default_lifetime: Duration::from_secs(300),
             retry: Retry::default(),
             hooks: Vec::new(),
+            store: None,
+            revoker: None,
         }
     }
 }
@@ -83,13 +95,16 @@ pub(crate) struct Shared {
     /// is never contended; it makes any `Send` refresher shareable.
     refresher: tokio::sync::Mutex<Refresher>,
     settings: Settings,
+    revoker: Option<tokio::sync::Mutex<Revoker>>,
     background: Background,
     clock: Clock,
     generations: AtomicU64,
     flights: AtomicU64,
     /// The newest generation a response accepted (did not reject).
     accepted: AtomicU64,
-    /// The newest generation the hooks were told of; held while they run.
+    /// Numbers the changes of the session, under the slot lock, so hooks hear them in order.
+    changes: AtomicU64,
+    /// The newest change the hooks were told of; held while they run.
     notified: Mutex<u64>,
     /// Bumped, under the slot lock, whenever the application sets or clears tokens: a
     /// refresh that started before does not install its result over the application's.
@@ -138,17 +153,21 @@ impl TokenCache {
         R::Future: Send + 'static,
     {
         let clock = *background.clock();
+        let mut settings = settings;
+        let revoker = settings.revoker.take().map(tokio::sync::Mutex::new);
         Self {
             shared: Arc::new(Shared {
                 current: ArcSwapOption::empty(),
                 slot: Mutex::default(),
                 refresher: tokio::sync::Mutex::new(boxed(refresher)),
                 settings,
+                revoker,
                 background,
                 clock,
                 generations: AtomicU64::new(0),
                 flights: AtomicU64::new(0),
                 accepted: AtomicU64::new(0),
+                changes: AtomicU64::new(0),
                 notified: Mutex::new(0),
                 epoch: AtomicU64::new(0),
             }),
@@ -310,9 +329,23 @@ impl TokenCache {
         self.wait(RefreshReason::Forced, None, &windows).await
     }
 
-    /// Installs a token set given by the application. A refresh running now will not
-    /// replace it.
-    pub(crate) fn set(&self, tokens: TokenSet) -> Outcome {
+    /// Installs a token set given by the application, in the store first if there is one. A
+    /// refresh running now will not replace it.
+    pub(crate) async fn set(&self, tokens: TokenSet) -> Outcome {
+        // Refused before anything is written: a token that cannot be sent.
+        Shared::header(&tokens)?;
+        if let Some(session) = self.shared.settings.store.clone() {
+            let write = {
+                let tokens = tokens.clone();
+                async move { session.set(&tokens).await }
+            };
+            self.shared
+                .background
+                .run(write)
+                .await
+                .unwrap_or_else(|| Err(StoreError::new(StoreErrorKind::Unavailable, None)))
+                .map_err(RefreshError::store)?;
+        }
         let now = self.now();
         let mut slot = lock(&self.shared.slot);
         let entry = self.shared.prepare(tokens, RefreshReason::Forced, now)?;
@@ -320,14 +353,30 @@ impl TokenCache {
         self.shared.epoch.fetch_add(1, Ordering::Relaxed);
         slot.failure = None;
         slot.repeats = Repeats::default();
+        let change = self.shared.change();
         drop(slot);
-        self.shared.notify(&entry);
+        self.shared.notify(
+            change,
+            &TokenEvent::Set {
+                tokens: &entry.tokens,
+            },
+        );
         Ok(entry)
     }
 
-    /// Forgets the current token: the next request logs in. A refresh running now will not
-    /// install its result.
-    pub(crate) fn clear(&self) {
+    /// Forgets the current token, and the stored session: the next request logs in. A refresh
+    /// running now will not install its result. The tokens here are gone even when the store
+    /// fails (its error is returned; the stored session is void for this process anyway).
+    pub(crate) async fn clear(&self) -> Result<(), RefreshError> {
+        let deleted = match self.shared.settings.store.clone() {
+            Some(session) => self
+                .shared
+                .background
+                .run(async move { session.clear().await })
+                .await
+                .unwrap_or_else(|| Err(StoreError::new(StoreErrorKind::Unavailable, None))),
+            None => Ok(()),
+        };
         let mut slot = lock(&self.shared.slot);
         self.shared.epoch.fetch_add(1, Ordering::Relaxed);
         self.shared.current.store(None);
@@ -336,6 +385,44 @@ impl TokenCache {
         // The running refresh (if any) is superseded: the next request starts a fresh one
         // rather than wait for a result that will be discarded.
         slot.running = None;
+        let change = self.shared.change();
+        drop(slot);
+        self.shared.notify(change, &TokenEvent::Cleared);
+        deleted.map_err(RefreshError::store)
+    }
+
+    /// Revokes the session at the identity provider (when a revoker is configured and there
+    /// is a session), then clears it here and in the store, whatever the revocation did. The
+    /// first error is returned.
+    pub(crate) async fn logout(&self) -> Result<(), RefreshError> {
+        let tokens = self.current_full().map(|entry| entry.tokens.clone());
+        let revoked = match (&self.shared.revoker, tokens) {
+            (Some(_), Some(tokens)) => {
+                let shared = Arc::clone(&self.shared);
+                let revoke = async move {
+                    let Some(revoker) = &shared.revoker else {
+                        return Ok(());
+                    };
+                    let mut revoker = revoker.lock().await;
+                    match revoker.ready().await {
+                        Ok(revoker) => revoker.call(RevokeRequest::new(tokens)).await,
+                        Err(error) => Err(error),
+                    }
+                };
+                self.shared
+                    .background
+                    .run(revoke)
+                    .await
+                    .unwrap_or_else(|| Err("the revocation did not run".into()))
+                    .map_err(RefreshError::revoke)
+            }
+            _ => Ok(()),
+        };
+        if let Err(error) = &revoked {
+            tracing::warn!(%error, "the identity provider did not revoke the session; clearing it here all the same");
+        }
+        let cleared = self.clear().await;
+        revoked.and(cleared)
     }
 
     async fn wait(&self, reason: RefreshReason, seen: Option<u64>, windows: &Windows) -> Outcome {
@@ -423,29 +510,41 @@ impl Shared {
         self.epoch.load(Ordering::Relaxed)
     }
 
-    /// Tells the application's hooks, outside the slot lock (they may use the handle), in the
-    /// order the tokens were installed: a hook never hears of a token older than one it was
-    /// told of (a store it feeds never goes back to a spent refresh token).
-    fn notify(&self, entry: &Entry) {
+    /// The number of a change of the session; taken under the slot lock.
+    fn change(&self) -> u64 {
+        self.changes.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Tells the application's hooks of change number `change`, outside the slot lock (they
+    /// may use the handle), in the order of the changes: a hook never hears of a token set
+    /// older than one it was told of (a store it feeds never goes back to a spent refresh
+    /// token).
+    fn notify(&self, change: u64, event: &TokenEvent<'_>) {
         if self.settings.hooks.is_empty() {
             return;
         }
         let mut last = lock(&self.notified);
-        if entry.generation <= *last {
+        if change <= *last {
             return;
         }
-        *last = entry.generation;
+        *last = change;
         for hook in &self.settings.hooks {
-            hook(&entry.tokens);
+            hook(event);
         }
     }
 
-    /// The entry for `tokens`, got for `reason`, not installed yet.
-    fn prepare(&self, tokens: TokenSet, reason: RefreshReason, now: Ticks) -> Outcome {
+    /// The `Authorization` header for `tokens`, built once per token and marked sensitive.
+    fn header(tokens: &TokenSet) -> Result<HeaderValue, RefreshError> {
         let mut header =
             HeaderValue::try_from(format!("Bearer {}", tokens.access_token().secret()))
                 .map_err(|_| RefreshError::new(RefreshErrorKind::InvalidToken))?;
         header.set_sensitive(true);
+        Ok(header)
+    }
+
+    /// The entry for `tokens`, got for `reason`, not installed yet.
+    fn prepare(&self, tokens: TokenSet, reason: RefreshReason, now: Ticks) -> Outcome {
+        let header = Self::header(&tokens)?;
         let expires_at = tokens.expiry_or(self.settings.default_lifetime);
         let expires_at = (self.clock.at(expires_at), expires_at);
         let generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
@@ -462,22 +561,23 @@ impl Shared {
     /// A refresh token the server issued in an answer the cache could not use otherwise: put
     /// it into the current token set, so the next refresh presents it instead of the one it
     /// replaced (which the server may count as spent). The caller holds the slot lock.
+    /// Returns the change to tell the hooks of, if the session changed.
     fn keep_refresh_token(
         &self,
         _slot: &Slot,
         refresh_token: &RefreshToken,
         expires_at: Option<tokio::time::Instant>,
-    ) {
+    ) -> Option<(u64, Arc<Entry>)> {
         let Some(current) = self.current.load_full() else {
             // Only a login has no session to keep it in: losing it leaves an unused session
             // at the server, and spends nothing this cache needs.
             tracing::warn!(
                 "a refresh token came with an unusable answer and no session to keep it in"
             );
-            return;
+            return None;
         };
         if current.tokens.refresh_token() == Some(refresh_token) {
-            return;
+            return None;
         }
         let mut tokens = current.tokens.clone();
         tokens.set_refresh_token(Some(refresh_token.clone()));
@@ -486,8 +586,9 @@ impl Shared {
             generation = current.generation,
             "kept the refresh token of an answer that could not be used otherwise"
         );
-        self.current
-            .store(Some(Arc::new(current.with_tokens(tokens))));
+        let entry = Arc::new(current.with_tokens(tokens));
+        self.current.store(Some(Arc::clone(&entry)));
+        Some((self.change(), entry))
     }
 }
 

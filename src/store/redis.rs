@@ -7,8 +7,13 @@ use redis::aio::MultiplexedConnection;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use super::{LockToken, StoreError, StoreErrorKind, StoreFuture, TokenStore, serde};
+use zeroize::Zeroizing;
+
+use super::{
+    LockToken, LockWatch, StoreError, StoreErrorKind, StoreFuture, Stored, TokenStore, serde,
+};
 use crate::token::TokenSet;
+use crate::token::instant_after;
 
 /// A lock held longer than this is surely held by a dead process.
 const LONGEST_LOCK: Duration = Duration::from_secs(24 * 3600);
@@ -20,6 +25,20 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0";
 
+/// Takes the lock for `ARGV[1]`, or finds it ours already (an attempt that timed out here may
+/// have run there after all).
+const LOCK: &str = r"
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if holder then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1";
+
 /// Releases the lock only for its holder.
 const UNLOCK: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -27,40 +46,48 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0";
 
-/// Writes the token set only if the stored one still has the refresh token the refresh
-/// started from (or there is none): a compare-and-swap keyed by the old refresh token.
-const SAVE: &str = r"
+/// Writes the value only if the stored version is `ARGV[2]` (a value that is not a stored
+/// session counts as version 0, one of the format before versions as 1): a compare-and-swap on
+/// the version. Returns the stored version on a conflict, as `-1 - version`.
+const SWAP: &str = r"
 local current = redis.call('GET', KEYS[1])
+local version = 0
 if current then
   local ok, decoded = pcall(cjson.decode, current)
-  -- A value that is not a token set counts as none, as `load` reads it.
-  if ok and type(decoded) == 'table' and type(decoded.access_token) == 'string' then
-    local stored = ''
-    if type(decoded.refresh_token) == 'string' then
-      stored = decoded.refresh_token
-    end
-    if stored ~= ARGV[2] then
-      return 0
+  if ok and type(decoded) == 'table' then
+    if type(decoded.version) == 'number' then
+      version = decoded.version
+    elseif type(decoded.access_token) == 'string' then
+      version = 1
     end
   end
 end
+if version ~= tonumber(ARGV[2]) then
+  return -1 - version
+end
 redis.call('SET', KEYS[1], ARGV[1])
-return 1";
+return version + 1";
 
-/// Keeps the token set in Redis, shared by every process that uses the same key prefix: one
+/// Keeps the session in Redis, shared by every process that uses the same key prefix: one
 /// login and one refresh chain for a whole fleet.
 ///
-/// - The token set is one JSON value under `<prefix>tokens`.
-/// - The refresh lock is `<prefix>lock`, taken with `SET NX PX` and a random value, renewed
-///   every third of its lifetime while its holder refreshes (a slow token endpoint does not
-///   let a second process in), and released only by its owner (a Lua compare-and-delete). A
-///   holder that dies frees it by expiry (the lock lifetime, default 10 s). Waiters poll every
-///   50 ms, for at most the lock lifetime plus one second at a time.
-/// - A save is a compare-and-swap keyed by the refresh token the refresh started from.
+/// - The session is one JSON value under `<prefix>tokens`, with its version; every save and
+///   delete is a compare-and-swap on that version (a Lua script), so no writer overwrites a
+///   newer set.
+/// - The refresh lock is `<prefix>lock`, taken with a random value and an expiry, and
+///   released only by its owner (a Lua compare-and-delete). While held it is renewed every
+///   third of its lifetime; a renewal that fails (Redis stalled, unreachable) is tried again
+///   until the lock's known expiry, and only then is the lock taken as lost. The holder checks
+///   it still holds the lock right before it calls the token endpoint. A holder that dies frees
+///   the lock by expiry: the lock lifetime, default 40 s (longer than the cache's default
+///   refresh timeout of 30 s, plus a margin).
+/// - Waiters poll every 50 ms, for at most the lock lifetime plus one second at a time; a
+///   Redis that stalls (a command timing out) is waited for the same way.
 /// - Every command is bounded by a timeout (default 2 s): Redis unreachable is a typed
 ///   [`StoreError`] (`Unavailable` or `Timeout`), never a hang.
+/// - The JSON read and written is wiped from memory when dropped.
 ///
-/// Use it through [`StoredRefresher`](super::StoredRefresher).
+/// Give it to a layer with [`AuthLayerBuilder::store`](crate::AuthLayerBuilder::store).
 #[derive(Clone)]
 pub struct RedisStore {
     client: redis::Client,
@@ -82,13 +109,14 @@ impl RedisStore {
             connection: Arc::new(Mutex::new(None)),
             tokens_key: format!("{prefix}tokens"),
             lock_key: format!("{prefix}lock"),
-            lock_lifetime: Duration::from_secs(10),
+            lock_lifetime: Duration::from_secs(40),
             command_timeout: Duration::from_secs(2),
         })
     }
 
-    /// How long the refresh lock lives if its holder never releases it (default 10 s, at most
-    /// a day). Make it longer than a refresh takes.
+    /// How long the refresh lock lives if its holder neither renews nor releases it (default
+    /// 40 s, at most a day): how long a dead holder keeps the fleet from refreshing. Make it
+    /// longer than the layer's refresh timeout.
     pub fn lock_lifetime(mut self, lifetime: Duration) -> Self {
         self.lock_lifetime = lifetime.clamp(Duration::from_millis(3), LONGEST_LOCK);
         self
@@ -138,14 +166,18 @@ impl RedisStore {
 }
 
 impl RedisStore {
-    /// Keeps the lock held by `token` alive until aborted or lost.
-    fn renew(&self, token: String) -> tokio::task::AbortHandle {
+    /// Keeps the lock held by `token` alive, reporting to `watch`, until aborted or lost.
+    fn renew(&self, token: String, watch: LockWatch) -> tokio::task::AbortHandle {
         let store = self.clone();
         let every = self.lock_lifetime / 3;
-        let millis = u64::try_from(self.lock_lifetime.as_millis()).unwrap_or(u64::MAX);
+        // After a failed renewal, try again soon: the lock is still ours until it expires.
+        let soon = (self.lock_lifetime / 20).max(Duration::from_millis(10));
+        let millis = millis(self.lock_lifetime);
         tokio::spawn(async move {
+            let mut wait = every;
             loop {
-                tokio::time::sleep(every).await;
+                tokio::time::sleep(wait).await;
+                let sent = Instant::now();
                 let (token, key) = (token.clone(), store.lock_key.clone());
                 let renewed: Result<i64, _> = store
                     .run(|mut connection| async move {
@@ -157,14 +189,49 @@ impl RedisStore {
                             .await
                     })
                     .await;
-                if !matches!(renewed, Ok(1)) {
-                    tracing::warn!("the token store's refresh lock was lost while refreshing");
-                    return;
+                match renewed {
+                    Ok(1) => {
+                        watch.renewed_until(instant_after(sent, store.lock_lifetime));
+                        wait = every;
+                    }
+                    Ok(_) => {
+                        tracing::warn!("the token store's refresh lock was taken by another holder");
+                        watch.lost();
+                        return;
+                    }
+                    Err(error) => {
+                        if watch.held_until().is_some_and(|until| Instant::now() >= until) {
+                            tracing::warn!(%error, "the token store's refresh lock expired while it could not be renewed");
+                            watch.lost();
+                            return;
+                        }
+                        tracing::debug!(%error, "could not renew the token store's refresh lock; trying again");
+                        wait = soon;
+                    }
                 }
             }
         })
         .abort_handle()
     }
+
+    /// Writes `json` (the session at the version after `replaces`) if `replaces` is stored.
+    async fn swap(&self, json: &[u8], replaces: u64) -> Result<u64, StoreError> {
+        let written: i64 = self
+            .run(|mut connection| async move {
+                redis::Script::new(SWAP)
+                    .key(&self.tokens_key)
+                    .arg(json)
+                    .arg(replaces)
+                    .invoke_async(&mut connection)
+                    .await
+            })
+            .await?;
+        u64::try_from(written).map_err(|_| StoreError::new(StoreErrorKind::Conflict, None))
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl fmt::Debug for RedisStore {
@@ -177,7 +244,7 @@ impl fmt::Debug for RedisStore {
 }
 
 impl TokenStore for RedisStore {
-    fn load(&self) -> StoreFuture<'_, Option<TokenSet>> {
+    fn load(&self) -> StoreFuture<'_, Stored> {
         Box::pin(async move {
             let json: Option<Vec<u8>> = self
                 .run(|mut connection| async move {
@@ -187,37 +254,27 @@ impl TokenStore for RedisStore {
                         .await
                 })
                 .await?;
-            let tokens = json.as_deref().and_then(serde::decode);
-            if json.is_some() && tokens.is_none() {
+            let Some(json) = json.map(Zeroizing::new) else {
+                return Ok(Stored::default());
+            };
+            Ok(serde::decode(&json).unwrap_or_else(|| {
                 tracing::warn!(key = %self.tokens_key, "the stored token set is corrupt; ignoring it");
-            }
-            Ok(tokens)
+                Stored::default()
+            }))
         })
     }
 
-    fn save<'a>(
-        &'a self,
-        tokens: &'a TokenSet,
-        replaced: Option<&'a TokenSet>,
-    ) -> StoreFuture<'a, ()> {
+    fn save<'a>(&'a self, tokens: &'a TokenSet, replaces: u64) -> StoreFuture<'a, u64> {
         Box::pin(async move {
-            let json = zeroize::Zeroizing::new(serde::encode(tokens));
-            let expected = serde::refresh_token_of(replaced);
-            let written: i64 = self
-                .run(|mut connection| async move {
-                    redis::Script::new(SAVE)
-                        .key(&self.tokens_key)
-                        .arg(json.as_str())
-                        .arg(expected)
-                        .invoke_async(&mut connection)
-                        .await
-                })
-                .await?;
-            if written == 1 {
-                Ok(())
-            } else {
-                Err(StoreError::new(StoreErrorKind::Conflict, None))
-            }
+            let json = serde::encode(Some(tokens), replaces.saturating_add(1));
+            self.swap(&json, replaces).await
+        })
+    }
+
+    fn delete(&self, replaces: u64) -> StoreFuture<'_, u64> {
+        Box::pin(async move {
+            let json = serde::encode(None, replaces.saturating_add(1));
+            self.swap(&json, replaces).await
         })
     }
 
@@ -228,29 +285,36 @@ impl TokenStore for RedisStore {
                 RandomState::new().hash_one(1u8),
                 RandomState::new().hash_one(2u8)
             );
-            let give_up = crate::token::instant_after(
+            let give_up = instant_after(
                 Instant::now(),
                 self.lock_lifetime.saturating_add(Duration::from_secs(1)),
             );
-            let millis = u64::try_from(self.lock_lifetime.as_millis()).unwrap_or(u64::MAX);
+            let millis = millis(self.lock_lifetime);
             loop {
                 let value = token.clone();
-                let taken: Option<String> = self
+                let sent = Instant::now();
+                let taken: Result<i64, StoreError> = self
                     .run(|mut connection| async move {
-                        redis::cmd("SET")
-                            .arg(&self.lock_key)
+                        redis::Script::new(LOCK)
+                            .key(&self.lock_key)
                             .arg(value)
-                            .arg("NX")
-                            .arg("PX")
                             .arg(millis)
-                            .query_async(&mut connection)
+                            .invoke_async(&mut connection)
                             .await
                     })
-                    .await?;
-                if taken.is_some() {
-                    return Ok(Some(
-                        LockToken::new(token.clone()).renewed_by(self.renew(token)),
-                    ));
+                    .await;
+                let taken = match taken {
+                    Ok(taken) => taken == 1,
+                    // A stalled Redis (paused, busy) may answer soon: keep waiting, as for a
+                    // lock held by another process. One that cannot be reached fails now.
+                    Err(error) if error.kind() == StoreErrorKind::Timeout => false,
+                    Err(error) => return Err(error),
+                };
+                if taken {
+                    let lock = LockToken::new(token.clone())
+                        .expiring_at(instant_after(sent, self.lock_lifetime));
+                    let renewal = self.renew(token, lock.watch());
+                    return Ok(Some(lock.renewed_by(renewal)));
                 }
                 if Instant::now() >= give_up {
                     return Err(StoreError::new(StoreErrorKind::LockTimeout, None));

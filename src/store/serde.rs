@@ -1,22 +1,39 @@
-//! The token set as stored: JSON with wall-clock expiries, so another process (or a restarted
-//! one) can read it.
+//! The session as stored: JSON with its version and wall-clock expiries, so another process (or
+//! a restarted one) can read it. After a delete, only the version remains (no secret).
+//!
+//! The buffers that hold the JSON are wiped when dropped: the text is written into one buffer
+//! sized for it up front (so it never moves and leaves a copy behind) and read from the
+//! caller's buffer, which the stores wipe too.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
+use zeroize::Zeroizing;
 
+use super::Stored;
 use crate::token::TokenSet;
 
-#[derive(Serialize, Deserialize)]
-struct Stored {
-    access_token: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    refresh_token: Option<String>,
+#[derive(Serialize)]
+struct Out<'a> {
+    version: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    access_token: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh_token: Option<&'a str>,
     /// Seconds since the Unix epoch.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     expires_at: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh_expires_at: Option<f64>,
+}
+
+#[derive(Deserialize)]
+struct In {
+    version: Option<u64>,
+    access_token: Option<String>,
+    refresh_token: Option<String>,
+    expires_at: Option<f64>,
     refresh_expires_at: Option<f64>,
 }
 
@@ -39,43 +56,48 @@ fn from_unix(seconds: f64) -> Option<Instant> {
     })
 }
 
-/// The JSON a store keeps. Holds secrets: write it only where the tokens may be.
-pub(super) fn encode(tokens: &TokenSet) -> String {
-    let stored = Stored {
-        access_token: tokens.access_token().secret().to_owned(),
-        refresh_token: tokens.refresh_token().map(|t| t.secret().to_owned()),
-        expires_at: tokens.expires_at().and_then(to_unix),
-        refresh_expires_at: tokens.refresh_expires_at().and_then(to_unix),
+/// The JSON a store keeps for `tokens` (none: a deleted session) at `version`. Holds secrets:
+/// write it only where the tokens may be.
+pub(super) fn encode(tokens: Option<&TokenSet>, version: u64) -> Zeroizing<Vec<u8>> {
+    let out = Out {
+        version,
+        access_token: tokens.map(|t| t.access_token().secret()),
+        refresh_token: tokens.and_then(TokenSet::refresh_token).map(|t| t.secret()),
+        expires_at: tokens.and_then(TokenSet::expires_at).and_then(to_unix),
+        refresh_expires_at: tokens
+            .and_then(TokenSet::refresh_expires_at)
+            .and_then(to_unix),
     };
-    // Serialising strings and numbers cannot fail.
-    serde_json::to_string(&stored).unwrap_or_default()
+    let secrets = out.access_token.map_or(0, str::len) + out.refresh_token.map_or(0, str::len);
+    // JSON escapes at most double an ASCII token; the rest is a short frame.
+    let mut json = Zeroizing::new(Vec::with_capacity(2 * secrets + 256));
+    // Writing strings and numbers into memory cannot fail.
+    let _ = serde_json::to_writer(&mut *json, &out);
+    json
 }
 
-/// The token set in `json`, or `None` if it is not a stored token set.
-pub(super) fn decode(json: &[u8]) -> Option<TokenSet> {
-    let stored: Stored = serde_json::from_slice(json).ok()?;
-    if stored.access_token.is_empty() {
-        return None;
-    }
-    let mut tokens = TokenSet::new(stored.access_token);
-    if let Some(refresh_token) = stored.refresh_token {
-        tokens = tokens.with_refresh_token(refresh_token);
-    }
-    if let Some(at) = stored.expires_at.and_then(from_unix) {
-        tokens = tokens.with_expires_at(at);
-    }
-    if let Some(at) = stored.refresh_expires_at.and_then(from_unix) {
-        tokens = tokens.with_refresh_expires_at(at);
-    }
-    Some(tokens)
-}
-
-/// The refresh token of a stored JSON, for compare-and-swap.
-#[cfg(feature = "redis")]
-pub(super) fn refresh_token_of(tokens: Option<&TokenSet>) -> &str {
-    tokens
-        .and_then(TokenSet::refresh_token)
-        .map_or("", |token| token.secret())
+/// What `json` holds, or `None` if it is not a stored session (corrupt, another format).
+pub(super) fn decode(json: &[u8]) -> Option<Stored> {
+    let stored: In = serde_json::from_slice(json).ok()?;
+    let tokens = stored
+        .access_token
+        .filter(|token| !token.is_empty())
+        .map(|access_token| {
+            let mut tokens = TokenSet::new(access_token);
+            if let Some(refresh_token) = stored.refresh_token {
+                tokens = tokens.with_refresh_token(refresh_token);
+            }
+            if let Some(at) = stored.expires_at.and_then(from_unix) {
+                tokens = tokens.with_expires_at(at);
+            }
+            if let Some(at) = stored.refresh_expires_at.and_then(from_unix) {
+                tokens = tokens.with_refresh_expires_at(at);
+            }
+            tokens
+        });
+    // A session written before versions existed counts as the first one.
+    let version = stored.version.unwrap_or(u64::from(tokens.is_some()));
+    Some(Stored { tokens, version })
 }
 
 #[cfg(test)]
@@ -83,12 +105,14 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn round_trips_with_expiries() {
+    async fn round_trips_with_expiries_and_versions() {
         let tokens = TokenSet::new("a")
             .with_refresh_token("r")
             .with_expires_in(Duration::from_secs(900))
             .with_refresh_expires_in(Duration::from_secs(3600));
-        let back = decode(encode(&tokens).as_bytes()).unwrap();
+        let back = decode(&encode(Some(&tokens), 7)).unwrap();
+        assert_eq!(back.version, 7);
+        let back = back.tokens.unwrap();
         assert_eq!(back.access_token(), tokens.access_token());
         assert_eq!(back.refresh_token(), tokens.refresh_token());
         let drift = |a: Instant, b: Instant| if a > b { a - b } else { b - a };
@@ -102,7 +126,40 @@ mod tests {
                 tokens.refresh_expires_at().unwrap()
             ) < Duration::from_millis(5)
         );
+    }
+
+    #[test]
+    fn a_deleted_session_keeps_its_version_and_no_secret() {
+        let json = encode(None, 8);
+        assert_eq!(&json[..], br#"{"version":8}"#);
+        assert_eq!(
+            decode(&json),
+            Some(Stored {
+                tokens: None,
+                version: 8
+            })
+        );
+    }
+
+    #[test]
+    fn older_formats_and_garbage() {
+        let old = decode(br#"{"access_token":"a","refresh_token":"r"}"#).unwrap();
+        assert_eq!(old.version, 1);
+        assert!(old.tokens.is_some());
         assert!(decode(b"not json").is_none());
-        assert!(decode(br#"{"access_token":""}"#).is_none());
+        assert_eq!(decode(br#"{"access_token":""}"#).unwrap().tokens, None);
+    }
+
+    #[test]
+    fn the_buffer_is_sized_up_front_and_never_grows() {
+        let long = "x".repeat(4000);
+        let tokens = TokenSet::new(long.clone()).with_refresh_token(long);
+        let json = encode(Some(&tokens), 1);
+        assert!(json.len() <= json.capacity());
+        assert_eq!(
+            json.capacity(),
+            2 * 8000 + 256,
+            "never grown, so never moved"
+        );
     }
 }
