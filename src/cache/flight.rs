@@ -19,6 +19,7 @@ use tower::{Service, ServiceExt};
 use tracing::instrument::{Instrument, WithSubscriber};
 
 use super::failure::{self, Class, Failure, QUICK_RETRIES};
+use super::metrics::{self, Ended};
 use super::{Outcome, Shared, TokenEvent, lock};
 use crate::refresh::{
     BoxError, Cached, RefreshError, RefreshErrorKind, RefreshReason, RefreshRequest,
@@ -93,6 +94,14 @@ impl FlightTask {
         let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let (outcome, installed) = self.settle(result);
         self.settled = true;
+        let ended = match (&outcome, installed) {
+            (Ok(_), Some((_, true))) => Ended::Adopted,
+            (Ok(_), Some((_, false))) => Ended::Refreshed,
+            (Ok(_), None) => Ended::Superseded,
+            (Err(error), _) if error.kind() == RefreshErrorKind::Superseded => Ended::Superseded,
+            (Err(_), _) => Ended::Failed,
+        };
+        metrics::refresh_ended(self.reason, ended, started.elapsed());
         match &outcome {
             Ok(entry) => tracing::debug!(
                 reason = %self.reason,
@@ -132,6 +141,7 @@ impl FlightTask {
             }
         }
         tracing::warn!(reason = %self.reason, "token refresh timed out; its waiters are released and the exchange goes on");
+        metrics::refresh_timed_out(self.reason);
         self.publish.send_replace(Some(Err(error)));
     }
 

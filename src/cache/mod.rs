@@ -22,6 +22,7 @@ mod entry;
 mod event;
 mod failure;
 mod flight;
+mod metrics;
 mod windows;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -238,6 +239,7 @@ impl TokenCache {
                 Phase::Hard => RefreshReason::Expiring,
             },
         };
+        metrics::waited();
         let outcome = self
             .wait(reason, seen.as_ref().map(|e| e.generation), &windows)
             .await;
@@ -275,13 +277,17 @@ impl TokenCache {
             .filter(|current| current.generation == rejected)
         else {
             // A newer token exists already: retry with it.
+            metrics::rejected(true);
             return true;
         };
         if self.never_accepted(&current) {
             self.record_repeat(&mut slot, rejected, now);
+            metrics::rejected(false);
             return false;
         }
-        slot.repeats.allow(now)
+        let allowed = slot.repeats.allow(now);
+        metrics::rejected(allowed);
+        allowed
     }
 
     /// The retry of a rejected request was rejected too.
@@ -315,6 +321,7 @@ impl TokenCache {
     /// A token to retry with after the server rejected generation `rejected`: the newer
     /// token if one exists already, else the outcome of one refresh.
     pub(crate) async fn after_rejection(self, rejected: u64, windows: Windows) -> Outcome {
+        metrics::retried();
         self.wait(RefreshReason::Rejected, Some(rejected), &windows)
             .await
     }

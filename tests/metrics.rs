@@ -1,0 +1,113 @@
+//! The metrics the layer records through the `metrics` facade, seen by a recorder.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::Full;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+type Entry = (
+    metrics_util::CompositeKey,
+    Option<metrics::Unit>,
+    Option<metrics::SharedString>,
+    DebugValue,
+);
+use tower::{Layer, ServiceExt};
+use tower_auth_refresh::AuthLayer;
+use tower_auth_refresh::test_util::{Api, IdentityProvider, ProviderConfig};
+
+/// Counter values by name and sorted labels, e.g. `refreshes_total{outcome=refreshed,reason=forced}`.
+fn counters(snapshot: &[Entry]) -> HashMap<String, u64> {
+    snapshot
+        .iter()
+        .filter_map(|(key, _, _, value)| {
+            let DebugValue::Counter(count) = value else {
+                return None;
+            };
+            let count = *count;
+            let key = key.key();
+            let mut labels: Vec<String> = key
+                .labels()
+                .map(|label| format!("{}={}", label.key(), label.value()))
+                .collect();
+            labels.sort();
+            let name = key.name().trim_start_matches("tower_auth_refresh_");
+            Some((format!("{name}{{{}}}", labels.join(",")), count))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn refreshes_rejections_retries_and_waits_are_counted() {
+    // The flights record on the layer's own runtime thread: a global recorder sees them.
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    recorder.install().unwrap();
+
+    let idp = IdentityProvider::start(ProviderConfig::default())
+        .await
+        .unwrap();
+    let api = Api::start(&idp).await.unwrap();
+    let layer = AuthLayer::new(idp.refresher_builder().build_http().unwrap());
+    let handle = layer.handle();
+    let service = layer.layer(Client::builder(TokioExecutor::new()).build_http());
+    let get = || {
+        Request::get(api.url("/user/me"))
+            .body(Full::<Bytes>::default())
+            .unwrap()
+    };
+    let status = |service: &tower_auth_refresh::AuthService<_>| {
+        let service = service.clone();
+        async move { service.oneshot(get()).await.unwrap().status() }
+    };
+
+    assert_eq!(status(&service).await, StatusCode::OK); // waits for the login
+    handle.refresh().await.unwrap();
+    idp.revoke_access_tokens();
+    assert_eq!(status(&service).await, StatusCode::OK); // a rejection, a refresh, a retry
+    api.push_unauthorized(3);
+    for _ in 0..2 {
+        // The token got because of the rejection is refused at once: no second refresh.
+        status(&service).await;
+    }
+
+    // A snapshot drains what it reads: one for everything.
+    let snapshot = snapshotter.snapshot().into_vec();
+    let latencies: usize = snapshot
+        .iter()
+        .filter(|(key, ..)| key.key().name() == "tower_auth_refresh_refresh_seconds")
+        .map(|(_, _, _, value)| match value {
+            DebugValue::Histogram(values) => values.len(),
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(latencies, 4, "one latency per refresh");
+    let counters = counters(&snapshot);
+    let count = |key: &str| counters.get(key).copied().unwrap_or(0);
+    assert_eq!(
+        count("refreshes_total{outcome=refreshed,reason=no_token}"),
+        1,
+        "{counters:#?}"
+    );
+    assert_eq!(count("refreshes_total{outcome=refreshed,reason=forced}"), 1);
+    assert_eq!(
+        count("refreshes_total{outcome=refreshed,reason=rejected}"),
+        2,
+        "{counters:#?}"
+    );
+    assert_eq!(
+        count("rejections_total{refreshed=true}"),
+        2,
+        "{counters:#?}"
+    );
+    assert_eq!(
+        count("rejections_total{refreshed=false}"),
+        1,
+        "{counters:#?}"
+    );
+    assert_eq!(count("retries_total{}"), 2);
+    assert_eq!(count("waits_total{}"), 1);
+}
