@@ -10,7 +10,10 @@
 //! flight a few times, quickly (about 150 ms, doubling), within their timeout; the longer
 //! backoff applies between flights.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -65,19 +68,18 @@ impl FlightTask {
         .in_current_span()
         .with_current_subscriber();
         let mut exchange = AbortOnDrop(tokio::spawn(exchange));
-        let joined = tokio::select! {
-            joined = &mut exchange.0 => Some(joined),
-            () = sleep_until(waiters_until) => None,
-        };
-        let joined = match joined {
-            Some(joined) => joined,
-            None => {
+        let joined = match first(&mut exchange.0, sleep_until(waiters_until)).await {
+            First::Left(joined) => joined,
+            First::Right(()) => {
                 self.release_waiters();
-                tokio::select! {
-                    joined = &mut exchange.0 => joined,
-                    () = sleep_until(exchange_until) => {
+                match first(&mut exchange.0, sleep_until(exchange_until)).await {
+                    First::Left(joined) => joined,
+                    First::Right(()) => {
                         tracing::warn!(reason = %self.reason, "token refresh abandoned after the exchange timeout");
-                        Ok(Err((RefreshError::new(RefreshErrorKind::Timeout), Class::TRANSIENT)))
+                        Ok(Err((
+                            RefreshError::new(RefreshErrorKind::Timeout),
+                            Class::TRANSIENT,
+                        )))
                     }
                 }
             }
@@ -318,4 +320,25 @@ async fn call(shared: &Shared, request: RefreshRequest) -> Result<TokenSet, BoxE
         Ok(refresher) => refresher.call(request).await,
         Err(error) => Err(error),
     }
+}
+
+enum First<L, R> {
+    Left(L),
+    Right(R),
+}
+
+/// Whichever of `left` (kept for another race) and `right` is ready first, `left` first.
+async fn first<L, R>(left: &mut L, right: R) -> First<L::Output, R::Output>
+where
+    L: Future + Unpin,
+    R: Future,
+{
+    let mut right = std::pin::pin!(right);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(output) = Pin::new(&mut *left).poll(cx) {
+            return Poll::Ready(First::Left(output));
+        }
+        right.as_mut().poll(cx).map(First::Right)
+    })
+    .await
 }
