@@ -39,7 +39,16 @@ pub struct ApiStats {
     /// The body of every request that `/echo` accepted, in order (a request refused with
     /// `401` is not recorded).
     pub echo_bodies: Vec<Bytes>,
+    /// Requests with a valid token whose [`EXPECTED_USER`] header named another user than the
+    /// token's owner: a session leaked into another user's request.
+    pub wrong_user: u64,
+    /// Accepted requests by the username of the token's owner.
+    pub by_user: std::collections::HashMap<String, u64>,
 }
+
+/// A request header naming the user a test meant the request for; the [`Api`] counts a
+/// request whose token belongs to someone else in [`ApiStats::wrong_user`].
+pub const EXPECTED_USER: &str = "x-expected-user";
 
 /// A fake of the MangaDex API on `127.0.0.1`, protected by an [`IdentityProvider`]'s
 /// access tokens.
@@ -242,6 +251,18 @@ impl ApiShared {
                 return Ok(state.unauthorized(&denial));
             }
         };
+        let expected = parts
+            .headers
+            .get(EXPECTED_USER)
+            .and_then(|value| value.to_str().ok());
+        if expected.is_some_and(|expected| expected != owner.username) {
+            state.stats.wrong_user += 1;
+        }
+        *state
+            .stats
+            .by_user
+            .entry(owner.username.clone())
+            .or_default() += 1;
         let path = parts.uri.path();
         let response = match (&parts.method, path) {
             (&Method::GET, "/auth/check") => server::json(

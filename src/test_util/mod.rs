@@ -119,7 +119,7 @@ mod server;
 #[cfg(test)]
 mod tests;
 
-pub use self::api::{Api, ApiStats};
+pub use self::api::{Api, ApiStats, EXPECTED_USER};
 pub use self::body::ChunkedBody;
 pub use self::fault::{AfterGrant, Fault};
 pub use self::provider::{IdentityProvider, ProviderConfig, ProviderStats};
