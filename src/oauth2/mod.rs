@@ -44,26 +44,44 @@
 //! # }
 //! ```
 
+mod builder;
+mod client_auth;
 mod config;
+mod discovery;
 mod error;
 mod form;
+#[cfg(feature = "private-key-jwt")]
+mod key;
 mod refresher;
 mod response;
+mod revoke;
 mod rotation;
+mod transport;
 
 use bytes::Bytes;
 use http_body_util::Full;
 
-pub use self::config::OAuth2RefresherBuilder;
+pub use self::builder::OAuth2RefresherBuilder;
+pub use self::client_auth::ClientAuthMethod;
+pub use self::discovery::ProviderMetadata;
 pub use self::error::{Error, ErrorKind};
+#[cfg(feature = "private-key-jwt")]
+#[cfg_attr(docsrs, doc(cfg(feature = "private-key-jwt")))]
+pub use self::key::{ClientKey, SigningAlgorithm};
 pub use self::refresher::OAuth2Refresher;
 pub use self::response::parse_token_response;
+pub use self::revoke::OAuth2Revoker;
 
 /// The plain-HTTP hyper-util client of [`OAuth2RefresherBuilder::build_http`].
 pub type HttpClient = hyper_util::client::legacy::Client<
     hyper_util::client::legacy::connect::HttpConnector,
     Full<Bytes>,
 >;
+
+/// A plain-HTTP hyper-util client, as [`OAuth2RefresherBuilder::build_http`] makes.
+fn http_client() -> HttpClient {
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http()
+}
 
 /// The HTTPS hyper-util client of [`OAuth2RefresherBuilder::build_https`].
 #[cfg(feature = "rustls")]
