@@ -158,7 +158,9 @@ pub struct Interop {
     pub password: String,
     /// The private_key_jwt client's keys, made for this server: a P-256 key as PKCS#8 PEM, an
     /// RSA key as a private JWK.
+    #[cfg_attr(not(feature = "private-key-jwt"), allow(dead_code))]
     pub ec_private_pem: String,
+    #[cfg_attr(not(feature = "private-key-jwt"), allow(dead_code))]
     pub rsa_private_jwk: String,
     secrets: HashMap<ClientKind, String>,
     control: HttpClient,
