@@ -7,6 +7,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use http::Uri;
 use http::header::{AUTHORIZATION, HeaderMap, HeaderValue};
+use zeroize::Zeroizing;
 
 use super::error::{Error, ErrorKind};
 use super::form::{Form, form_encode};
@@ -142,13 +143,14 @@ impl Credentials {
 
     /// Adds the client's credentials to a request: fields of its `form`, or its `headers`.
     /// `audience` is the token endpoint, the `aud` of a client assertion (RFC 7523 §3).
+    /// Returns the client assertion, if it made one: a secret to keep out of errors.
     pub(super) fn apply(
         &self,
         client_id: &str,
         audience: &Uri,
         form: &mut Form,
         headers: &mut HeaderMap,
-    ) -> Result<(), Error> {
+    ) -> Result<Option<Zeroizing<String>>, Error> {
         #[cfg(not(feature = "private-key-jwt"))]
         let _ = audience;
         match self {
@@ -168,21 +170,22 @@ impl Credentials {
                     "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
                 );
                 form.push("client_assertion", &assertion);
+                return Ok(Some(Zeroizing::new(assertion)));
             }
             Self::None => form.push("client_id", client_id),
         }
-        Ok(())
+        Ok(None)
     }
 }
 
 /// `Basic base64(urlencode(id) ":" urlencode(secret))`, marked sensitive.
 fn basic(client_id: &str, secret: &str) -> Result<HeaderValue, Error> {
-    let joined = zeroize::Zeroizing::new(format!(
+    let joined = Zeroizing::new(format!(
         "{}:{}",
         form_encode(client_id),
         form_encode(secret)
     ));
-    let encoded = zeroize::Zeroizing::new(format!("Basic {}", STANDARD.encode(joined.as_bytes())));
+    let encoded = Zeroizing::new(format!("Basic {}", STANDARD.encode(joined.as_bytes())));
     // Base64 is always a valid header value; the error cannot happen.
     let mut value = HeaderValue::from_str(&encoded).map_err(|error| {
         Error::new(ErrorKind::Config, "the client credentials make no header").with_source(error)

@@ -81,20 +81,23 @@ pub(super) fn refresh(config: &Config, refresh_token: &RefreshToken) -> Form {
     form
 }
 
+/// A request ready to send, and the client assertion in it (to keep out of errors).
+pub(super) struct Post {
+    pub(super) request: Request<Full<Bytes>>,
+    pub(super) assertion: Option<Zeroizing<String>>,
+}
+
 /// A `POST` of `form` to `url`, with the client's credentials and the configured headers.
-pub(super) fn post(
-    config: &Config,
-    url: &Uri,
-    mut form: Form,
-) -> Result<Request<Full<Bytes>>, Error> {
+pub(super) fn post(config: &Config, url: &Uri, mut form: Form) -> Result<Post, Error> {
     let mut request = Request::new(Full::default());
     *request.method_mut() = Method::POST;
     *request.uri_mut() = url.clone();
     let headers = request.headers_mut();
     headers.extend(config.headers.clone());
-    config
-        .credentials
-        .apply(&config.client_id, &config.token_url, &mut form, headers)?;
+    let assertion =
+        config
+            .credentials
+            .apply(&config.client_id, &config.token_url, &mut form, headers)?;
     headers.insert(
         CONTENT_TYPE,
         HeaderValue::from_static("application/x-www-form-urlencoded"),
@@ -102,7 +105,7 @@ pub(super) fn post(
     headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
     let body = form.encode();
     *request.body_mut() = Full::new(Bytes::from(body.as_bytes().to_vec()));
-    Ok(request)
+    Ok(Post { request, assertion })
 }
 
 #[cfg(test)]
@@ -121,7 +124,7 @@ mod tests {
     }
 
     fn body(config: &Config, form: Form) -> String {
-        let request = post(config, &config.token_url, form).unwrap();
+        let request = post(config, &config.token_url, form).unwrap().request;
         let bytes = futures_body(request.into_body());
         String::from_utf8(bytes).unwrap()
     }

@@ -165,11 +165,12 @@ where
         form: Form,
         presented: Option<&RefreshToken>,
     ) -> Result<TokenSet, Error> {
-        let request = form::post(&self.config, &self.config.token_url, form)
+        let post = form::post(&self.config, &self.config.token_url, form)
             .map_err(|error| error.with_grant(grant))?;
         let answer =
-            transport::send(&self.client, grant, request, self.config.max_response).await?;
-        let secrets = self.config.secrets(Config::presented(presented));
+            transport::send(&self.client, grant, post.request, self.config.max_response).await?;
+        let mut secrets = self.config.secrets(Config::presented(presented));
+        secrets.extend(post.assertion.as_ref().map(|assertion| assertion.as_str()));
         let outcome = response::interpret(
             grant,
             answer.status,

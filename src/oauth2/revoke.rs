@@ -135,18 +135,21 @@ where
             endpoint = grant.as_str(),
             "revoking the session at the identity provider"
         );
-        let request = form::post(config, url, form).map_err(|error| error.with_grant(grant))?;
-        let answer = transport::send(&self.client, grant, request, config.max_response).await?;
+        let post = form::post(config, url, form).map_err(|error| error.with_grant(grant))?;
+        let answer =
+            transport::send(&self.client, grant, post.request, config.max_response).await?;
         if answer.status.is_success() {
             tracing::debug!(status = answer.status.as_u16(), "revoked");
             return Ok(());
         }
+        let mut secrets = config.secrets(Some(token));
+        secrets.extend(post.assertion.as_ref().map(|assertion| assertion.as_str()));
         let error = response::classify(
             grant,
             answer.status,
             &answer.headers,
             answer.body.as_deref().unwrap_or_default(),
-            &config.secrets(Some(token)),
+            &secrets,
         )
         .with_grant(grant)
         .with_status(answer.status);
