@@ -391,3 +391,118 @@ async fn keycloaks_logout_endpoint_ends_the_session() {
         "{error}"
     );
 }
+
+/// Key pairs made now, as `ClientKey`s and the public JWKs a provider registers.
+#[cfg(feature = "private-key-jwt")]
+mod keys {
+    use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der};
+    use aws_lc_rs::rand::SystemRandom;
+    use aws_lc_rs::rsa::{KeyPair as RsaPair, KeySize};
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use tower_auth_refresh::oauth2::ClientKey;
+
+    pub fn p256() -> (ClientKey, String) {
+        let pkcs8 =
+            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+                .unwrap();
+        let pair =
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).unwrap();
+        let point = pair.public_key().as_ref();
+        let jwk = serde_json::json!({
+            "kty": "EC", "crv": "P-256",
+            "x": URL_SAFE_NO_PAD.encode(&point[1..33]),
+            "y": URL_SAFE_NO_PAD.encode(&point[33..]),
+        });
+        (
+            ClientKey::from_der(pkcs8.as_ref()).unwrap(),
+            jwk.to_string(),
+        )
+    }
+
+    pub fn rsa() -> (ClientKey, String) {
+        let pair = RsaPair::generate(KeySize::Rsa2048).unwrap();
+        let pkcs8 = AsDer::<Pkcs8V1Der<'_>>::as_der(&pair).unwrap();
+        let public = pair.public_key();
+        let jwk = serde_json::json!({
+            "kty": "RSA",
+            "n": URL_SAFE_NO_PAD.encode(public.modulus().big_endian_without_leading_zero()),
+            "e": URL_SAFE_NO_PAD.encode(public.exponent().big_endian_without_leading_zero()),
+        });
+        (
+            ClientKey::from_der(pkcs8.as_ref()).unwrap(),
+            jwk.to_string(),
+        )
+    }
+}
+
+// 1. private_key_jwt at the loopback provider (Keycloak's "Signed JWT"): ES256 and RS256
+// assertions on logins, refreshes and revocations; a replayed assertion and another key are
+// refused.
+#[cfg(feature = "private-key-jwt")]
+#[tokio::test]
+async fn private_key_jwt_signs_every_request_with_a_fresh_assertion() {
+    for (key, jwk) in [keys::p256(), keys::rsa()] {
+        let (idp, api) = provider(ProviderConfig::default().client_jwk(jwk)).await;
+        let seen = Seen::default();
+        let config = idp.config();
+        let refresher = OAuth2Refresher::builder(idp.token_url(), config.client_id())
+            .client_key(key)
+            .password(config.username(), config.password())
+            .revocation_url(idp.revocation_url())
+            .build(recording(seen.clone()))
+            .unwrap();
+        let tokens = refresher.login().await.unwrap();
+        let tokens = refresher.refresh(&tokens).await.unwrap();
+        assert!(api_accepts(&api, &tokens).await);
+        refresher.revoke(&tokens).await.unwrap();
+        let stats = idp.stats();
+        assert_eq!(stats.client_auth_jwt, 3);
+        assert_eq!((stats.client_auth_post, stats.revocations), (0, 1));
+
+        // The first request's form, sent again: its assertion's jti was used.
+        let (_, form) = seen.lock().unwrap()[0].clone();
+        let assertions: Vec<_> = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|(_, form)| field(form, "client_assertion").map(str::to_owned))
+            .collect();
+        assert_eq!(assertions.len(), 3);
+        assert!(assertions[0] != assertions[1] && assertions[1] != assertions[2]);
+        let replay = Request::post(idp.token_url())
+            .header(
+                http::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .body(Full::from(serde_urlencoded::to_string(&form).unwrap()))
+            .unwrap();
+        let replayed = http().oneshot(replay).await.unwrap();
+        assert_eq!(replayed.status(), StatusCode::UNAUTHORIZED);
+        let body = replayed.into_body().collect().await.unwrap().to_bytes();
+        assert!(
+            String::from_utf8_lossy(&body).contains("Token reuse detected"),
+            "{body:?}"
+        );
+    }
+    // A key the provider does not hold for the client.
+    let (_, registered) = keys::p256();
+    let (other, _) = keys::p256();
+    let (idp, _api) = provider(ProviderConfig::default().client_jwk(registered)).await;
+    let error = OAuth2Refresher::builder(idp.token_url(), idp.config().client_id())
+        .client_key(other)
+        .client_credentials()
+        .build_http()
+        .unwrap()
+        .login()
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::ClientRejected, "{error}");
+    assert!(
+        error
+            .error_description()
+            .is_some_and(|d| d.contains("Signature")),
+        "{error}"
+    );
+}

@@ -65,9 +65,10 @@
 //!
 //! Both authenticate the client as the token endpoint does: its secret in the form or with
 //! HTTP Basic (form-urlencoded, RFC 6749 §2.3.1), or, for a [`ProviderConfig::public_client`],
-//! its `client_id` alone; [`ProviderStats`] counts each method. Signed JWTs
-//! (`private_key_jwt`) are listed in the discovery document, as Keycloak lists them, but not
-//! accepted. [`IdentityProvider::push_revocation_fault`] breaks these two endpoints.
+//! its `client_id` alone, or (feature `private-key-jwt`, a key registered with
+//! [`ProviderConfig::client_jwk`]) a signed client assertion, as Keycloak's "Signed JWT"
+//! authenticator does; [`ProviderStats`] counts each method. The token endpoint takes the
+//! same. [`IdentityProvider::push_revocation_fault`] breaks these two endpoints.
 //!
 //! Reusing a rotated-out refresh token also ends its session, as Keycloak does: the
 //! session's access tokens stop working at the [`Api`] and its newest refresh token

@@ -39,6 +39,7 @@ pub struct ProviderConfig {
     pub(super) public_client: bool,
     pub(super) auth_methods: Vec<String>,
     pub(super) openid_configuration: bool,
+    pub(super) client_jwk: Option<String>,
 }
 
 impl Default for ProviderConfig {
@@ -68,6 +69,7 @@ impl Default for ProviderConfig {
                 .map(|method| (*method).to_owned())
                 .collect(),
             openid_configuration: true,
+            client_jwk: None,
         }
     }
 }
@@ -98,6 +100,7 @@ impl fmt::Debug for ProviderConfig {
             .field("public_client", &self.public_client)
             .field("auth_methods", &self.auth_methods)
             .field("openid_configuration", &self.openid_configuration)
+            .field("client_jwk", &self.client_jwk)
             .finish()
     }
 }
@@ -243,6 +246,18 @@ impl ProviderConfig {
     #[must_use]
     pub fn openid_configuration(mut self, served: bool) -> Self {
         self.openid_configuration = served;
+        self
+    }
+
+    /// The client's public key (a JWK, RSA or EC), as Keycloak's "Signed JWT" authenticator
+    /// holds it (default none). With it, and the feature `private-key-jwt`, a request may
+    /// authenticate with a client assertion (RFC 7523) instead of the secret: signature
+    /// checked with this key (RS256, ES256, ES384), `iss` and `sub` the client id, `aud` the
+    /// issuer or the token endpoint, `exp` in the future, each `jti` accepted once; a refusal is
+    /// `401 unauthorized_client "Client authentication with signed JWT failed: …"`.
+    #[must_use]
+    pub fn client_jwk(mut self, jwk: impl Into<String>) -> Self {
+        self.client_jwk = Some(jwk.into());
         self
     }
 

@@ -110,6 +110,9 @@ impl ProviderShared {
         form: &Form,
         headers: &HeaderMap,
     ) -> Result<(), OAuthError> {
+        if form.get("client_assertion").is_some() {
+            return self.authenticate_with_assertion(form);
+        }
         let (method, matches) = match protocol::basic_credentials(headers) {
             Some(basic) => {
                 if form.get("client_secret").is_some() {
@@ -159,6 +162,28 @@ impl ProviderShared {
                 "Invalid client or Invalid client credentials",
             ))
         }
+    }
+
+    /// A signed JWT instead of the secret (Keycloak's "Signed JWT" authenticator).
+    fn authenticate_with_assertion(&self, form: &Form) -> Result<(), OAuthError> {
+        if form
+            .get("client_id")
+            .is_some_and(|id| id != self.config.client_id)
+        {
+            return Err(OAuthError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized_client",
+                "Invalid client or Invalid client credentials",
+            ));
+        }
+        #[cfg(feature = "private-key-jwt")]
+        return self.check_assertion(form);
+        #[cfg(not(feature = "private-key-jwt"))]
+        Err(OAuthError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized_client",
+            "Client authentication with signed JWT failed: not supported without the feature private-key-jwt",
+        ))
     }
 
     fn password_grant(&self, state: &mut State, form: &Form) -> Result<TokenResponse, OAuthError> {

@@ -6,6 +6,8 @@
 //! `faults` (misbehaving on purpose). This file holds the server's state and its public
 //! handle.
 
+#[cfg(feature = "private-key-jwt")]
+mod assertion;
 mod config;
 mod endpoints;
 mod faults;
@@ -78,6 +80,9 @@ pub struct ProviderStats {
     pub client_auth_post: u64,
     /// Requests of a public client (`client_id` only).
     pub client_auth_none: u64,
+    /// Requests whose client authenticated with a signed JWT (`private_key_jwt`; feature
+    /// `private-key-jwt`, [`ProviderConfig::client_jwk`]).
+    pub client_auth_jwt: u64,
     /// `GET`s of the discovery document.
     pub discovery_requests: u64,
     /// Tokens revoked at the revocation endpoint (a known token; an unknown one answers 200
@@ -132,6 +137,8 @@ impl IdentityProvider {
                 faults: VecDeque::new(),
                 sticky_fault: None,
                 revocation_faults: VecDeque::new(),
+                #[cfg(feature = "private-key-jwt")]
+                assertion_ids: std::collections::HashSet::new(),
                 stats: ProviderStats::default(),
             }),
         });
@@ -285,6 +292,9 @@ struct State {
     sticky_fault: Option<Fault>,
     /// For the revocation and logout endpoints.
     revocation_faults: VecDeque<Fault>,
+    /// The `jti` of every client assertion accepted: each is accepted once.
+    #[cfg(feature = "private-key-jwt")]
+    assertion_ids: std::collections::HashSet<String>,
     stats: ProviderStats,
 }
 
