@@ -46,7 +46,8 @@ impl ProviderMetadata {
     ///
     /// Fails with [`ErrorKind::Config`] for an issuer that is not `https` (plain `http` is
     /// allowed on this machine only), no document at either place, or a document whose
-    /// `issuer` is not `issuer` (OpenID Connect Discovery §4.3: a mix-up, or a wrong URL);
+    /// `issuer` is not `issuer`, a trailing `/` aside (OpenID Connect Discovery §4.3: a
+    /// mix-up, or a wrong URL);
     /// [`ErrorKind::InvalidResponse`] for a document that is not JSON or has no
     /// `token_endpoint`; [`ErrorKind::Transient`] when the server is unreachable or answers
     /// 5xx / 429. At most 64 KiB are read.
