@@ -6,7 +6,7 @@
 // CONFIG.json is written by the harness at test time (secrets and keys are generated then):
 //   { "accessTokenTtl": 3, "clientCredentialsTtl": 3, "refreshTokenTtl": 60,
 //     "user": { "username": "...", "password": "..." },
-//     "enforceBasic": ["client-id", ...],        // clients that must use HTTP Basic
+//     "enforceBasic": ["client-id", ...],        // clients that must use HTTP Basic at /token
 //     "dpopNonce": ["client-id", ...],           // clients whose DPoP proofs need a nonce
 //     "clients": [ oidc-provider client metadata, ... ] }
 //
@@ -40,6 +40,11 @@ const stats = {
   reuse_detected: 0,
   grants_revoked: 0,
   revocations: 0,
+  // Requests to the revocation endpoint, whatever the answer.
+  revocation_requests: 0,
+  // How each token or revocation request authenticated its client, as sent (refused or not):
+  // "client_secret_basic", "client_secret_post", "private_key_jwt" or "none".
+  client_auth: {},
   introspections: 0,
   api_ok: 0,
   api_unauthorized: 0,
@@ -241,7 +246,8 @@ provider.registerGrantType('password', passwordGrant, ['username', 'password', '
 // ignores `token_endpoint_auth_method`. This is the harness's rule, answered the way
 // oidc-provider answers a mismatched method.
 provider.use(async (ctx, next) => {
-  if (ctx.method !== 'POST' || ctx.path !== '/token') return next();
+  const revocation = ctx.path === '/token/revocation';
+  if (ctx.method !== 'POST' || (ctx.path !== '/token' && !revocation)) return next();
   // Read the form once here; oidc-provider then takes the parsed `req.body` (its documented
   // fallback for an upstream body parser).
   const chunks = [];
@@ -249,6 +255,21 @@ provider.use(async (ctx, next) => {
   const raw = Buffer.concat(chunks).toString('utf8');
   ctx.req.body = raw;
   const form = new URLSearchParams(raw);
+  const method = /^basic /i.test(ctx.headers.authorization ?? '') ? 'client_secret_basic'
+    : form.has('client_assertion') ? 'private_key_jwt'
+      : form.has('client_secret') ? 'client_secret_post' : 'none';
+  stats.client_auth[method] = (stats.client_auth[method] ?? 0) + 1;
+  if (revocation) {
+    stats.revocation_requests += 1;
+    await next();
+    // oidc-provider names the token it found (and then destroys) as an entity; an unknown
+    // token is answered 200 all the same, and not counted here.
+    const found = ctx.oidc?.entities ?? {};
+    if (ctx.status === 200 && (found.AccessToken || found.RefreshToken || found.ClientCredentials)) {
+      stats.revocations += 1;
+    }
+    return undefined;
+  }
   const grantType = form.get('grant_type');
   stats.token_requests += 1;
 
@@ -297,7 +318,6 @@ provider.on('grant.error', (ctx, err) => {
   });
 });
 provider.on('grant.revoked', () => { stats.grants_revoked += 1; });
-provider.on('revocation.success', () => { stats.revocations += 1; });
 provider.on('introspection.success', () => { stats.introspections += 1; });
 
 idpServer.on('request', provider.callback());

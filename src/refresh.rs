@@ -95,7 +95,7 @@ impl RefreshRequest {
 /// provider's logout endpoint).
 ///
 /// A revoker is any `Service<RevokeRequest, Response = ()>`;
-/// the OAuth2 refresher's revoker is one.
+/// [`OAuth2Revoker`](crate::oauth2::OAuth2Revoker) is one.
 #[derive(Clone, Debug)]
 pub struct RevokeRequest {
     tokens: TokenSet,

@@ -65,11 +65,13 @@ pub enum ErrorKind {
     /// `400 {"error":"invalid_scope","error_description":"refresh token missing requested
     /// scope","scope":"profile"}`.
     ScopeRejected,
-    /// The request was refused as malformed: `invalid_request`. A bug or a configuration the
-    /// server does not accept.
+    /// The request was refused as malformed: `invalid_request`; or, by a revocation endpoint,
+    /// `unsupported_token_type` (RFC 7009 §2.2.1). A bug or a configuration the server does
+    /// not accept.
     ///
     /// Keycloak `400 {"error":"invalid_request","error_description":"Missing parameter:
-    /// username"}`.
+    /// username"}`; at its revocation endpoint `400 {"error":"unsupported_token_type",
+    /// "error_description":"Unsupported token type"}`.
     Rejected,
     /// No refresh token to refresh with and no login credentials configured.
     NoCredentials,
@@ -95,7 +97,9 @@ pub enum ErrorKind {
     /// default lifetime.
     InvalidResponse,
     /// The refresher's configuration is unusable, e.g. a token URL that would send
-    /// credentials over plain HTTP to a host other than this machine.
+    /// credentials over plain HTTP to a host other than this machine, a client authentication
+    /// method without its credential, a key that cannot be read, a revocation without a
+    /// revocation endpoint; or discovery found no document, or one for another issuer.
     Config,
 }
 
@@ -215,9 +219,12 @@ impl Error {
     }
 
     /// The `grant_type` of the request that failed: `password`, `refresh_token` or
-    /// `client_credentials`.
+    /// `client_credentials`; `None` for a failed revocation, logout or discovery.
     pub fn grant_type(&self) -> Option<&'static str> {
-        self.inner.grant.map(Grant::as_str)
+        self.inner
+            .grant
+            .filter(|grant| grant.is_grant())
+            .map(Grant::as_str)
     }
 
     /// The HTTP status the token endpoint answered with, if it answered.
@@ -253,12 +260,12 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.inner.message)?;
         match (self.inner.grant, self.inner.status) {
-            (Some(grant), Some(status)) => {
+            (Some(grant), Some(status)) if grant.is_grant() => {
                 write!(f, " ({} grant, HTTP {})", grant.as_str(), status.as_u16())?;
             }
-            (Some(grant), None) => write!(f, " ({} grant)", grant.as_str())?,
-            (None, Some(status)) => write!(f, " (HTTP {})", status.as_u16())?,
-            (None, None) => {}
+            (Some(grant), None) if grant.is_grant() => write!(f, " ({} grant)", grant.as_str())?,
+            (_, Some(status)) => write!(f, " (HTTP {})", status.as_u16())?,
+            (_, None) => {}
         }
         if let Some(code) = &self.inner.code {
             write!(f, ": {}", code.escape_debug())?;

@@ -8,6 +8,51 @@
 //! Eager login, to fail fast on bad credentials at start-up, is
 //! [`AuthHandle::token`](crate::AuthHandle::token); otherwise the first request logs in.
 //!
+//! # Any identity provider
+//!
+//! - **Client authentication** ([`ClientAuthMethod`], RFC 6749 §2.3, OpenID Connect Core
+//!   §9): `client_secret_post` (the default with a secret), `client_secret_basic`,
+//!   `private_key_jwt` with a [`ClientKey`](self#private_key_jwt) (feature `private-key-jwt`:
+//!   RS256, ES256, ES384; PEM, DER or JWK), `none` for public clients. The same method
+//!   authenticates revocations.
+//! - **Parameters**: `scope` per grant ([`scope`](OAuth2RefresherBuilder::scope),
+//!   [`refresh_scope`](OAuth2RefresherBuilder::refresh_scope)), extra form parameters per
+//!   grant ([`login_param`](OAuth2RefresherBuilder::login_param) for Auth0's `audience`,
+//!   [`refresh_param`](OAuth2RefresherBuilder::refresh_param),
+//!   [`token_param`](OAuth2RefresherBuilder::token_param)) and extra headers
+//!   ([`token_request_header`](OAuth2RefresherBuilder::token_request_header)).
+//! - **Discovery**: [`OAuth2Refresher::issuer`] then
+//!   [`discover`](OAuth2RefresherBuilder::discover) reads the issuer's metadata
+//!   ([`ProviderMetadata`]) over the refresher's own client.
+//! - **Logout at the provider**: [`OAuth2Refresher::revoker`] is a
+//!   `Service<`[`RevokeRequest`](crate::RevokeRequest)`>` ([`OAuth2Revoker`]) that revokes
+//!   the refresh token (RFC 7009) or posts it to Keycloak's logout endpoint.
+//!
+//! ```
+//! use tower_auth_refresh::oauth2::{ClientAuthMethod, OAuth2Refresher};
+//!
+//! # fn main() -> Result<(), tower_auth_refresh::oauth2::Error> {
+//! // Microsoft Entra ID, client credentials: the `.default` scope, HTTP Basic.
+//! let entra = OAuth2Refresher::builder(
+//!     "https://login.microsoftonline.com/my-tenant/oauth2/v2.0/token",
+//!     "my-app-id",
+//! )
+//! .client_secret("…")
+//! .client_auth(ClientAuthMethod::ClientSecretBasic)
+//! .client_credentials()
+//! .scope("https://graph.microsoft.com/.default")
+//! .build_http()?;
+//! # let _ = entra;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## private_key_jwt
+//!
+//! With the feature `private-key-jwt`, [`OAuth2RefresherBuilder::client_key`] takes the
+//! client's `ClientKey`; every token or revocation request then carries a fresh client
+//! assertion (RFC 7523) signed by jsonwebtoken over aws-lc-rs.
+//!
 //! # Never throwing a session away
 //!
 //! Once the token endpoint has answered a refresh grant, the old refresh token may be spent
@@ -44,26 +89,44 @@
 //! # }
 //! ```
 
+mod builder;
+mod client_auth;
 mod config;
+mod discovery;
 mod error;
 mod form;
+#[cfg(feature = "private-key-jwt")]
+mod key;
 mod refresher;
 mod response;
+mod revoke;
 mod rotation;
+mod transport;
 
 use bytes::Bytes;
 use http_body_util::Full;
 
-pub use self::config::OAuth2RefresherBuilder;
+pub use self::builder::OAuth2RefresherBuilder;
+pub use self::client_auth::ClientAuthMethod;
+pub use self::discovery::ProviderMetadata;
 pub use self::error::{Error, ErrorKind};
+#[cfg(feature = "private-key-jwt")]
+#[cfg_attr(docsrs, doc(cfg(feature = "private-key-jwt")))]
+pub use self::key::{ClientKey, SigningAlgorithm};
 pub use self::refresher::OAuth2Refresher;
 pub use self::response::parse_token_response;
+pub use self::revoke::OAuth2Revoker;
 
 /// The plain-HTTP hyper-util client of [`OAuth2RefresherBuilder::build_http`].
 pub type HttpClient = hyper_util::client::legacy::Client<
     hyper_util::client::legacy::connect::HttpConnector,
     Full<Bytes>,
 >;
+
+/// A plain-HTTP hyper-util client, as [`OAuth2RefresherBuilder::build_http`] makes.
+fn http_client() -> HttpClient {
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http()
+}
 
 /// The HTTPS hyper-util client of [`OAuth2RefresherBuilder::build_https`].
 #[cfg(feature = "rustls")]

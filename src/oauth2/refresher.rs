@@ -5,18 +5,18 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::header::{ACCEPT, CONTENT_TYPE};
-use http::{HeaderValue, Method, Request, Response};
+use http::{Request, Response};
 use http_body::Body;
 use http_body_util::Full;
-use tower::{Service, ServiceExt};
-use zeroize::Zeroizing;
+use tower::Service;
 
-use super::config::{Config, OAuth2RefresherBuilder};
+use super::builder::OAuth2RefresherBuilder;
+use super::config::Config;
 use super::error::{Error, ErrorKind};
-use super::form;
+use super::form::{self, Form};
 use super::response::{self, Grant};
 use super::rotation::Rotations;
+use super::transport;
 use crate::refresh::{BoxError, RefreshRequest};
 use crate::token::{RefreshToken, TokenSet};
 
@@ -38,8 +38,8 @@ use crate::token::{RefreshToken, TokenSet};
 /// It is generic over the HTTP client `C`, any `Service<http::Request<Full<Bytes>>>`. See
 /// the [module example](super#example).
 pub struct OAuth2Refresher<C> {
-    client: C,
-    config: Arc<Config>,
+    pub(super) client: C,
+    pub(super) config: Arc<Config>,
     rotations: Arc<Rotations>,
 }
 
@@ -50,7 +50,17 @@ impl OAuth2Refresher<()> {
         token_url: impl Into<String>,
         client_id: impl Into<String>,
     ) -> OAuth2RefresherBuilder {
-        OAuth2RefresherBuilder::new(token_url.into(), client_id.into())
+        OAuth2RefresherBuilder::new(Some(token_url.into()), None, client_id.into())
+    }
+
+    /// Starts building a refresher for the identity provider `issuer`, as client `client_id`:
+    /// [`OAuth2RefresherBuilder::discover`] then reads its endpoints from its discovery
+    /// document.
+    pub fn issuer(
+        issuer: impl Into<String>,
+        client_id: impl Into<String>,
+    ) -> OAuth2RefresherBuilder {
+        OAuth2RefresherBuilder::new(None, Some(issuer.into()), client_id.into())
     }
 }
 
@@ -152,49 +162,30 @@ where
     async fn exchange(
         &self,
         grant: Grant,
-        form: Zeroizing<String>,
+        form: Form,
         presented: Option<&RefreshToken>,
     ) -> Result<TokenSet, Error> {
-        let mut request = Request::new(Full::new(Bytes::from(form.as_bytes().to_vec())));
-        *request.method_mut() = Method::POST;
-        *request.uri_mut() = self.config.token_url.clone();
-        let headers = request.headers_mut();
-        headers.insert(
-            CONTENT_TYPE,
-            HeaderValue::from_static("application/x-www-form-urlencoded"),
-        );
-        headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
-
-        let response = self
-            .client
-            .clone()
-            .oneshot(request)
-            .await
-            .map_err(|error| {
-                Error::new(ErrorKind::Transient, "could not reach the token endpoint")
-                    .with_grant(grant)
-                    .with_source(error)
-            })?;
-        let (parts, body) = response.into_parts();
-        let body = response::read_body(body, self.config.max_response)
-            .await
-            .map_err(|error| error.with_grant(grant).with_status(parts.status))?;
-        let secrets = self.config.secrets(presented);
+        let post = form::post(&self.config, &self.config.token_url, form)
+            .map_err(|error| error.with_grant(grant))?;
+        let answer =
+            transport::send(&self.client, grant, post.request, self.config.max_response).await?;
+        let mut secrets = self.config.secrets(Config::presented(presented));
+        secrets.extend(post.assertion.as_ref().map(|assertion| assertion.as_str()));
         let outcome = response::interpret(
             grant,
-            parts.status,
-            &parts.headers,
-            body.as_deref(),
+            answer.status,
+            &answer.headers,
+            answer.body.as_deref(),
             &secrets,
         );
         match &outcome {
             Ok(_) => tracing::debug!(
                 grant = grant.as_str(),
-                status = parts.status.as_u16(),
+                status = answer.status.as_u16(),
                 "token endpoint answered"
             ),
             Err(error) => {
-                tracing::debug!(grant = grant.as_str(), status = parts.status.as_u16(), error = %error, "token endpoint refused")
+                tracing::debug!(grant = grant.as_str(), status = answer.status.as_u16(), error = %error, "token endpoint refused")
             }
         }
         outcome

@@ -22,12 +22,19 @@ const LONGEST_DESCRIPTION: usize = 512;
 /// A `Retry-After` longer than this (a day) is capped.
 const LONGEST_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
 
-/// Which grant a response answers: an `invalid_grant` means different things for each.
+/// Which request a response answers: a grant at the token endpoint (an `invalid_grant` means
+/// different things for each), or a request to another endpoint of the identity provider.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) enum Grant {
     Password,
     RefreshToken,
     ClientCredentials,
+    /// A revocation request (RFC 7009).
+    Revocation,
+    /// A `POST` to Keycloak's logout endpoint.
+    Logout,
+    /// The discovery document.
+    Discovery,
 }
 
 impl Grant {
@@ -36,6 +43,39 @@ impl Grant {
             Self::Password => "password",
             Self::RefreshToken => "refresh_token",
             Self::ClientCredentials => "client_credentials",
+            Self::Revocation => "revocation",
+            Self::Logout => "logout",
+            Self::Discovery => "discovery",
+        }
+    }
+
+    /// Whether this is a `grant_type` at the token endpoint.
+    pub(super) fn is_grant(self) -> bool {
+        matches!(
+            self,
+            Self::Password | Self::RefreshToken | Self::ClientCredentials
+        )
+    }
+
+    /// What a refusal of this request is called.
+    fn refused(self) -> &'static str {
+        match self {
+            Self::Revocation => "the revocation endpoint refused the request",
+            Self::Logout => "the logout endpoint refused the request",
+            Self::Discovery => "the discovery document was refused",
+            _ => REFUSED,
+        }
+    }
+
+    /// What an answer that is no verdict is called, when this is not a grant.
+    fn unavailable(self) -> Option<&'static str> {
+        match self {
+            Self::Revocation => {
+                Some("the revocation endpoint is unavailable or gave no OAuth2 answer")
+            }
+            Self::Logout => Some("the logout endpoint is unavailable or gave no OAuth2 answer"),
+            Self::Discovery => Some("the discovery document is unavailable"),
+            _ => None,
         }
     }
 }
@@ -244,7 +284,7 @@ fn is_html(headers: &HeaderMap, body: &[u8]) -> bool {
 /// code that refuses the credentials, the grant, the scope or the request is terminal; what
 /// else stands between client and server (an ingress, a WAF, a proxy) is never taken for a
 /// verdict on the session.
-fn classify(
+pub(super) fn classify(
     grant: Grant,
     status: StatusCode,
     headers: &HeaderMap,
@@ -263,10 +303,11 @@ fn classify(
         (Some("temporarily_unavailable" | "server_error"), _) => {
             (ErrorKind::Transient, "the token endpoint is unavailable")
         }
-        (Some("invalid_grant"), Grant::RefreshToken) => (ErrorKind::RefreshTokenRejected, REFUSED),
         (Some("invalid_grant"), Grant::Password | Grant::ClientCredentials) => {
             (ErrorKind::CredentialsRejected, REFUSED)
         }
+        // A refresh, or a logout with the refresh token (Keycloak verifies it first).
+        (Some("invalid_grant"), _) => (ErrorKind::RefreshTokenRejected, REFUSED),
         (Some("invalid_client"), _) => (ErrorKind::ClientRejected, REFUSED),
         // Keycloak says a failed client authentication this way, with a 401; RFC 6749 means
         // by it a grant type the client may not use.
@@ -277,7 +318,8 @@ fn classify(
             (ErrorKind::GrantNotAllowed, REFUSED)
         }
         (Some("invalid_scope"), _) => (ErrorKind::ScopeRejected, REFUSED),
-        (Some("invalid_request"), _) => (ErrorKind::Rejected, REFUSED),
+        // RFC 7009 §2.2.1: the server cannot revoke this kind of token.
+        (Some("invalid_request" | "unsupported_token_type"), _) => (ErrorKind::Rejected, REFUSED),
         (Some(_), _) => (
             ErrorKind::Transient,
             "the token endpoint answered with an error code RFC 6749 does not define for it",
@@ -294,6 +336,11 @@ fn classify(
             ErrorKind::Transient,
             "the token endpoint answered without an OAuth2 error",
         ),
+    };
+    let message = match (kind, grant.unavailable()) {
+        (ErrorKind::Transient, Some(unavailable)) => unavailable,
+        (ErrorKind::Transient, None) => message,
+        _ => grant.refused(),
     };
     let mut error = Error::new(kind, message).with_retry_after(retry_after(headers));
     if let Some(oauth) = oauth {

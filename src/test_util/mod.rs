@@ -53,6 +53,23 @@
 //! | a login asking only for scopes the provider does not grant | 400 | `invalid_scope` | `Invalid scopes: …` |
 //! | a refresh asking for a scope the login was not granted | 400 | `invalid_scope` | `refresh token missing requested scope` (node oidc-provider's words) |
 //!
+//! # Discovery, revocation, logout
+//!
+//! Beside the token endpoint, as Keycloak serves them (all under `/realms/mangadex`):
+//!
+//! | endpoint | answer |
+//! | --- | --- |
+//! | `GET /.well-known/openid-configuration` | the discovery document: `issuer`, `token_endpoint`, `revocation_endpoint`, `end_session_endpoint`, `token_endpoint_auth_methods_supported` ([`ProviderConfig::auth_methods`]); at RFC 8414's `/.well-known/oauth-authorization-server/realms/mangadex` instead with [`ProviderConfig::openid_configuration`]`(false)` |
+//! | `POST /protocol/openid-connect/revoke` (RFC 7009), `token` | `200`, empty: a refresh token ends its session, an access token stops working; an unknown, expired or already revoked token `200 {"error":"invalid_token","error_description":"Invalid token"}`; no `token` `400 invalid_request "Token not provided"` |
+//! | `POST /protocol/openid-connect/logout`, `refresh_token` | `204`: the session ends; no `refresh_token` `400 invalid_request "No refresh token"`; unknown `400 invalid_grant "Invalid refresh token"`; expired `400 invalid_grant "Token is not active"` |
+//!
+//! Both authenticate the client as the token endpoint does: its secret in the form or with
+//! HTTP Basic (form-urlencoded, RFC 6749 §2.3.1), or, for a [`ProviderConfig::public_client`],
+//! its `client_id` alone, or (feature `private-key-jwt`, a key registered with
+//! [`ProviderConfig::client_jwk`]) a signed client assertion, as Keycloak's "Signed JWT"
+//! authenticator does; [`ProviderStats`] counts each method. The token endpoint takes the
+//! same. [`IdentityProvider::push_revocation_fault`] breaks these two endpoints.
+//!
 //! Reusing a rotated-out refresh token also ends its session, as Keycloak does: the
 //! session's access tokens stop working at the [`Api`] and its newest refresh token
 //! answers `Session not active`. Other answers: `405` for a method other than `POST`,
@@ -126,11 +143,16 @@ pub use self::provider::{IdentityProvider, ProviderConfig, ProviderStats};
 
 impl IdentityProvider {
     /// A refresher builder already pointed at this provider, with its client credentials
-    /// and its user's password grant: add options, then `build_http()` or `build(client)`.
+    /// (none for a public client), its user's password grant and its revocation endpoint:
+    /// add options, then `build_http()` or `build(client)`.
     pub fn refresher_builder(&self) -> crate::oauth2::OAuth2RefresherBuilder {
         let config = self.config();
-        crate::oauth2::OAuth2Refresher::builder(self.token_url(), config.client_id())
-            .client_secret(config.client_secret())
+        let builder = crate::oauth2::OAuth2Refresher::builder(self.token_url(), config.client_id())
             .password(config.username(), config.password())
+            .revocation_url(self.revocation_url());
+        match config.is_public_client() {
+            true => builder,
+            false => builder.client_secret(config.client_secret()),
+        }
     }
 }

@@ -5,6 +5,7 @@
 //! passes, unless `INTEROP_REQUIRED=1` (as `.ci/run` sets), which makes them fail. See
 //! `interop/README.md`, also for running the external-server test against a real Keycloak.
 
+mod any_idp;
 mod external;
 mod server;
 
@@ -529,6 +530,38 @@ async fn the_external_server_path_works_against_oidc_provider() {
         assert_eq!(report.wrong_secret_code.as_deref(), Some("invalid_client"));
         assert_eq!(stats.api_ok, 2);
 
+        assert_eq!(
+            report.revoked_refresh_code, None,
+            "no revocation endpoint given"
+        );
+
+        // By issuer (discovery), with client_secret_basic, and logging out at the provider.
+        let basic_secret = server.client_secret(ClientKind::Basic).to_owned();
+        let by_issuer = |name: &str| match name {
+            "INTEROP_TOKEN_URL" => None,
+            "INTEROP_ISSUER" => Some(server.urls.issuer.clone()),
+            "INTEROP_CLIENT_ID" => Some("interop-basic".to_owned()),
+            "INTEROP_CLIENT_SECRET" => Some(basic_secret.clone()),
+            "INTEROP_CLIENT_AUTH" => Some("client_secret_basic".to_owned()),
+            other => lookup(other),
+        };
+        let target = external::Target::from_lookup(by_issuer).unwrap().unwrap();
+        let report = external::run(&target).await.unwrap();
+        let after = server.stats().await;
+        assert_eq!(
+            report.revoked_refresh_code.as_deref(),
+            Some("invalid_grant")
+        );
+        assert_eq!(report.wrong_secret_code.as_deref(), Some("invalid_client"));
+        assert_eq!(after.revocations, 1, "{}", show(server, &after));
+        // login, refresh, login, refused refresh, wrong password, wrong secret.
+        assert_eq!(after.token_requests - stats.token_requests, 6);
+        assert_eq!(
+            after.client_auth("client_secret_basic"),
+            7,
+            "six token requests, one revocation"
+        );
+
         // Missing variables are named, not guessed.
         let error = external::Target::from_lookup(|name| {
             (name == "INTEROP_TOKEN_URL").then(|| server.urls.token.clone())
@@ -559,9 +592,8 @@ async fn an_external_identity_provider_from_the_environment() {
     eprintln!("{report:#?}");
 }
 
-// Not a test of the crate: the server side of the scenarios that await crate features
-// (discovery, revocation, client_secret_basic, private_key_jwt, DPoP) is in place, as oidc-provider
-// itself publishes it.
+// Not a test of the crate: what the scenarios of `any_idp.rs` rely on, and DPoP (which awaits a
+// crate feature), is in place, as oidc-provider itself publishes it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_server_offers_what_the_awaited_features_need() {
     scenario(Lifetimes::default(), async |server| {

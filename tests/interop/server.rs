@@ -103,6 +103,11 @@ pub struct Stats {
     pub token_errors: Vec<TokenError>,
     pub reuse_detected: u64,
     pub grants_revoked: u64,
+    /// Successful revocations (oidc-provider's `revocation.success`).
+    pub revocations: u64,
+    pub revocation_requests: u64,
+    /// Token and revocation requests by the client authentication they sent.
+    client_auth: HashMap<String, u64>,
     pub api_ok: u64,
     pub api_unauthorized: u64,
 }
@@ -126,6 +131,12 @@ impl Stats {
             .unwrap_or(0)
     }
 
+    /// Token and revocation requests that authenticated with `method` (`client_secret_basic`,
+    /// `client_secret_post`, `private_key_jwt`, `none`).
+    pub fn client_auth(&self, method: &str) -> u64 {
+        self.client_auth.get(method).copied().unwrap_or(0)
+    }
+
     /// Token-endpoint answers for `grant`, whatever the outcome.
     pub fn token_all(&self, grant: &str) -> u64 {
         let prefix = format!("{grant} ");
@@ -145,6 +156,12 @@ pub struct Interop {
     pub urls: Urls,
     pub username: String,
     pub password: String,
+    /// The private_key_jwt client's keys, made for this server: a P-256 key as PKCS#8 PEM, an
+    /// RSA key as a private JWK.
+    #[cfg_attr(not(feature = "private-key-jwt"), allow(dead_code))]
+    pub ec_private_pem: String,
+    #[cfg_attr(not(feature = "private-key-jwt"), allow(dead_code))]
+    pub rsa_private_jwk: String,
     secrets: HashMap<ClientKind, String>,
     control: HttpClient,
 }
@@ -228,21 +245,21 @@ impl Interop {
         ));
         std::fs::create_dir_all(&dir).unwrap();
 
-        // The private_key_jwt client's key pair: the public half is registered, the private
-        // half waits in the test's folder for the crate's private_key_jwt support.
+        // The private_key_jwt client's key pairs: the public halves are registered, the
+        // private halves stay in memory for the test.
         let keys: serde_json::Value =
             serde_json::from_str(&run_node(&interop_dir().join("keygen.js"))).unwrap();
-        std::fs::write(
-            dir.join("private_key_jwt.pem"),
-            keys["private_pem"].as_str().unwrap(),
-        )
-        .unwrap();
 
-        let secrets: HashMap<ClientKind, String> = ClientKind::ALL
+        let mut secrets: HashMap<ClientKind, String> = ClientKind::ALL
             .into_iter()
             .filter(|kind| !matches!(kind, ClientKind::Public | ClientKind::PrivateKeyJwt))
             .map(|kind| (kind, random_secret()))
             .collect();
+        // RFC 6749 §2.3.1: Basic form-urlencodes the secret first; make that matter, with
+        // characters of VSCHAR (Appendix A), all a client secret may have.
+        secrets
+            .entry(ClientKind::Basic)
+            .and_modify(|secret| secret.push_str(":+%& /"));
         let password = random_secret();
         let username = "interop-reader".to_owned();
 
@@ -266,8 +283,8 @@ impl Interop {
         );
         narrow["scope"] = json!(NARROW_SCOPE);
         let mut private_key_jwt = client(ClientKind::PrivateKeyJwt, "private_key_jwt", &refreshing);
-        private_key_jwt["jwks"] = json!({ "keys": [keys["public_jwk"]] });
-        private_key_jwt["token_endpoint_auth_signing_alg"] = json!("ES256");
+        // Both keys, no algorithm pinned: ES256 and RS256 assertions are both checked.
+        private_key_jwt["jwks"] = json!({ "keys": [keys["public_jwk"], keys["rsa_public_jwk"]] });
         let mut dpop = with_secret(
             client(
                 ClientKind::Dpop,
@@ -336,6 +353,8 @@ impl Interop {
             urls,
             username,
             password,
+            ec_private_pem: keys["private_pem"].as_str().unwrap().to_owned(),
+            rsa_private_jwk: keys["rsa_private_jwk"].to_string(),
             secrets,
             control: Client::builder(TokioExecutor::new()).build_http(),
         }
@@ -345,12 +364,13 @@ impl Interop {
         &self.secrets[&kind]
     }
 
-    /// A refresher builder for `kind` with its secret (if it has one), the user's password
-    /// and [`SCOPE`].
+    /// A refresher builder for `kind` with its secret (if it has one), the user's password,
+    /// [`SCOPE`] and the revocation endpoint.
     pub fn refresher(&self, kind: ClientKind) -> OAuth2RefresherBuilder {
         let mut builder = OAuth2Refresher::builder(&self.urls.token, kind.id())
             .password(&self.username, self.password.as_str())
-            .scope(SCOPE);
+            .scope(SCOPE)
+            .revocation_url(&self.urls.revocation);
         if let Some(secret) = self.secrets.get(&kind) {
             builder = builder.client_secret(secret.as_str());
         }

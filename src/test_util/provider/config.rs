@@ -36,6 +36,10 @@ pub struct ProviderConfig {
     pub(super) legacy_invalid_client: bool,
     pub(super) response_delay: Duration,
     pub(super) granted_scope: String,
+    pub(super) public_client: bool,
+    pub(super) auth_methods: Vec<String>,
+    pub(super) openid_configuration: bool,
+    pub(super) client_jwk: Option<String>,
 }
 
 impl Default for ProviderConfig {
@@ -59,6 +63,13 @@ impl Default for ProviderConfig {
             legacy_invalid_client: false,
             response_delay: Duration::ZERO,
             granted_scope: "groups email profile".to_owned(),
+            public_client: false,
+            auth_methods: super::endpoints::KEYCLOAK_AUTH_METHODS
+                .iter()
+                .map(|method| (*method).to_owned())
+                .collect(),
+            openid_configuration: true,
+            client_jwk: None,
         }
     }
 }
@@ -86,6 +97,10 @@ impl fmt::Debug for ProviderConfig {
             .field("legacy_invalid_client", &self.legacy_invalid_client)
             .field("response_delay", &self.response_delay)
             .field("granted_scope", &self.granted_scope)
+            .field("public_client", &self.public_client)
+            .field("auth_methods", &self.auth_methods)
+            .field("openid_configuration", &self.openid_configuration)
+            .field("client_jwk", &self.client_jwk)
             .finish()
     }
 }
@@ -202,6 +217,50 @@ impl ProviderConfig {
         self
     }
 
+    /// Whether the client is public (Keycloak's "Client authentication" off; default
+    /// `false`): it sends its `client_id` and no secret, which the endpoints accept. A
+    /// confidential client must authenticate with its secret, in the form
+    /// (`client_secret_post`) or with HTTP Basic (`client_secret_basic`), as it chooses:
+    /// Keycloak's "Client Id and Secret" authenticator takes either.
+    #[must_use]
+    pub fn public_client(mut self, public: bool) -> Self {
+        self.public_client = public;
+        self
+    }
+
+    /// The client authentication methods the discovery document lists as
+    /// `token_endpoint_auth_methods_supported` (default Keycloak's: `private_key_jwt`,
+    /// `client_secret_basic`, `client_secret_post`, `tls_client_auth`, `client_secret_jwt`).
+    /// Only what the document says: the endpoints accept the client secret in the form or
+    /// with HTTP Basic whatever it lists, and check no signed JWT.
+    #[must_use]
+    pub fn auth_methods(mut self, methods: &[&str]) -> Self {
+        self.auth_methods = methods.iter().map(|method| (*method).to_owned()).collect();
+        self
+    }
+
+    /// Whether the discovery document is at `<issuer>/.well-known/openid-configuration`
+    /// (default `true`, as Keycloak serves it); when `false`, it is at RFC 8414's
+    /// `/.well-known/oauth-authorization-server/realms/mangadex` instead, as a plain OAuth2
+    /// authorization server serves it.
+    #[must_use]
+    pub fn openid_configuration(mut self, served: bool) -> Self {
+        self.openid_configuration = served;
+        self
+    }
+
+    /// The client's public key (a JWK, RSA or EC), as Keycloak's "Signed JWT" authenticator
+    /// holds it (default none). With it, and the feature `private-key-jwt`, a request may
+    /// authenticate with a client assertion (RFC 7523) instead of the secret: signature
+    /// checked with this key (RS256, ES256, ES384), `iss` and `sub` the client id, `aud` the
+    /// issuer or the token endpoint, `exp` in the future, each `jti` accepted once; a refusal is
+    /// `401 unauthorized_client "Client authentication with signed JWT failed: …"`.
+    #[must_use]
+    pub fn client_jwk(mut self, jwk: impl Into<String>) -> Self {
+        self.client_jwk = Some(jwk.into());
+        self
+    }
+
     /// The username of the user.
     pub fn username(&self) -> &str {
         &self.username
@@ -215,6 +274,11 @@ impl ProviderConfig {
     /// The client id.
     pub fn client_id(&self) -> &str {
         &self.client_id
+    }
+
+    /// Whether the client is public ([`public_client`](Self::public_client)).
+    pub fn is_public_client(&self) -> bool {
+        self.public_client
     }
 
     /// The client secret.

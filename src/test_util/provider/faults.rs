@@ -10,8 +10,8 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde_json::{Map, Value};
 
-use super::ProviderShared;
 use super::protocol::{self, Answer};
+use super::{Endpoint, ProviderShared};
 use crate::test_util::fault::{AfterGrant, Fault};
 use crate::test_util::server::{self, ResponseBody};
 
@@ -21,15 +21,16 @@ impl ProviderShared {
         self: Arc<Self>,
         fault: Option<Fault>,
         request: Request<Incoming>,
+        endpoint: Endpoint,
     ) -> io::Result<Response<ResponseBody>> {
         match fault {
-            None => Ok(self.answer(request).await.into_response()),
+            None => Ok(self.answer(request, endpoint).await.into_response()),
             Some(Fault::Delay(delay)) => {
                 tokio::time::sleep(delay).await;
-                Ok(self.answer(request).await.into_response())
+                Ok(self.answer(request, endpoint).await.into_response())
             }
             Some(Fault::AfterGrant(after)) => {
-                let answer = self.answer(request).await;
+                let answer = self.answer(request, endpoint).await;
                 after_grant(after, answer).await
             }
             Some(Fault::Status {
@@ -56,9 +57,13 @@ impl ProviderShared {
         }
     }
 
-    /// The normal handling: the grant processed, its answer after the configured delay.
-    async fn answer(&self, request: Request<Incoming>) -> Answer {
-        let answer = self.token_endpoint(request).await;
+    /// The normal handling: the request processed, its answer after the configured delay.
+    async fn answer(&self, request: Request<Incoming>, endpoint: Endpoint) -> Answer {
+        let answer = match endpoint {
+            Endpoint::Token => self.token_endpoint(request).await,
+            Endpoint::Revocation => self.revocation_endpoint(request).await,
+            Endpoint::Logout => self.logout_endpoint(request).await,
+        };
         if !self.config.response_delay.is_zero() {
             tokio::time::sleep(self.config.response_delay).await;
         }

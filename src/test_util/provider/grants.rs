@@ -5,8 +5,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use http::header::{self, HeaderMap, HeaderValue};
-use http::{Method, Request, StatusCode};
+use http::header::HeaderMap;
+use http::{Request, StatusCode};
 use hyper::body::Incoming;
 use serde::Serialize;
 use tokio::time::Instant;
@@ -14,7 +14,6 @@ use tokio::time::Instant;
 use super::protocol::{self, Answer, Form, OAuthError, TokenResponse};
 use super::scope;
 use super::{AccessEntry, ProviderShared, RefreshEntry, State};
-use crate::test_util::server::{self, BodyError};
 
 const ACCESS_HEADER: &str = r#"{"alg":"RS256","typ":"JWT","kid":"fake-idp-access"}"#;
 const REFRESH_HEADER: &str = r#"{"alg":"HS512","typ":"JWT","kid":"fake-idp-refresh"}"#;
@@ -41,6 +40,13 @@ struct Claims<'a> {
     preferred_username: Option<&'a str>,
 }
 
+/// How a client authenticated, for the stats.
+enum ClientAuth {
+    Basic,
+    Post,
+    None,
+}
+
 enum Grant {
     Password,
     RefreshToken,
@@ -50,43 +56,10 @@ enum Grant {
 impl ProviderShared {
     /// Reads a token request and processes its grant: the answer, not sent yet.
     pub(super) async fn token_endpoint(&self, request: Request<Incoming>) -> Answer {
-        let (parts, body) = request.into_parts();
-        if parts.method != Method::POST {
-            let mut answer = OAuthError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "invalid_request",
-                "Use POST",
-            )
-            .into_answer();
-            answer
-                .headers
-                .insert(header::ALLOW, HeaderValue::from_static("POST"));
-            return answer;
-        }
-        if !protocol::is_form(&parts.headers) {
-            return OAuthError::invalid_request(
-                "Content-Type must be application/x-www-form-urlencoded",
-            )
-            .into_answer();
-        }
-        let body = match server::read_body(&parts.headers, body).await {
-            Ok(body) => body,
-            Err(BodyError::TooLarge) => {
-                return OAuthError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "invalid_request",
-                    "Request body too large",
-                )
-                .into_answer();
-            }
-            Err(BodyError::Broken) => {
-                return OAuthError::invalid_request("Incomplete request body").into_answer();
-            }
+        let result = match protocol::read_form(request).await {
+            Ok((headers, form)) => self.grant(&form, &headers),
+            Err(error) => Err(error),
         };
-        let result = serde_urlencoded::from_bytes::<Vec<(String, String)>>(&body)
-            .map_err(|_| OAuthError::invalid_request("Malformed form body"))
-            .and_then(Form::new)
-            .and_then(|form| self.grant(&form, &parts.headers));
         match result {
             Ok(tokens) => Answer::json(StatusCode::OK, &tokens),
             Err(error) => {
@@ -129,31 +102,52 @@ impl ProviderShared {
         result
     }
 
-    /// Checks the client's credentials, from the form or from HTTP Basic.
-    fn authenticate_client(&self, form: &Form, headers: &HeaderMap) -> Result<(), OAuthError> {
-        let matches = match protocol::basic_credentials(headers) {
+    /// Checks the client's credentials, from the form or from HTTP Basic (Keycloak's "Client
+    /// Id and Secret" authenticator takes either), or only its id for a public client; counts
+    /// the method in the stats.
+    pub(super) fn authenticate_client(
+        &self,
+        form: &Form,
+        headers: &HeaderMap,
+    ) -> Result<(), OAuthError> {
+        if form.get("client_assertion").is_some() {
+            return self.authenticate_with_assertion(form);
+        }
+        let (method, matches) = match protocol::basic_credentials(headers) {
             Some(basic) => {
                 if form.get("client_secret").is_some() {
                     return Err(OAuthError::invalid_request(
                         "Multiple client authentication methods",
                     ));
                 }
-                match basic {
+                let matches = match basic {
                     Some((id, secret)) => {
                         form.get("client_id").is_none_or(|form_id| form_id == id)
                             && id == self.config.client_id
-                            && secret == self.config.client_secret
+                            && (self.config.public_client || secret == self.config.client_secret)
                     }
                     None => false,
-                }
+                };
+                (ClientAuth::Basic, matches)
+            }
+            None if self.config.public_client => {
+                let id = form.require("client_id")?;
+                (ClientAuth::None, id == self.config.client_id)
             }
             None => {
                 let id = form.require("client_id")?;
                 let secret = form.require("client_secret")?;
-                id == self.config.client_id && secret == self.config.client_secret
+                let matches = id == self.config.client_id && secret == self.config.client_secret;
+                (ClientAuth::Post, matches)
             }
         };
         if matches {
+            let mut state = self.lock();
+            match method {
+                ClientAuth::Basic => state.stats.client_auth_basic += 1,
+                ClientAuth::Post => state.stats.client_auth_post += 1,
+                ClientAuth::None => state.stats.client_auth_none += 1,
+            }
             Ok(())
         } else if self.config.legacy_invalid_client {
             Err(OAuthError::new(
@@ -168,6 +162,28 @@ impl ProviderShared {
                 "Invalid client or Invalid client credentials",
             ))
         }
+    }
+
+    /// A signed JWT instead of the secret (Keycloak's "Signed JWT" authenticator).
+    fn authenticate_with_assertion(&self, form: &Form) -> Result<(), OAuthError> {
+        if form
+            .get("client_id")
+            .is_some_and(|id| id != self.config.client_id)
+        {
+            return Err(OAuthError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized_client",
+                "Invalid client or Invalid client credentials",
+            ));
+        }
+        #[cfg(feature = "private-key-jwt")]
+        return self.check_assertion(form);
+        #[cfg(not(feature = "private-key-jwt"))]
+        Err(OAuthError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized_client",
+            "Client authentication with signed JWT failed: not supported without the feature private-key-jwt",
+        ))
     }
 
     fn password_grant(&self, state: &mut State, form: &Form) -> Result<TokenResponse, OAuthError> {

@@ -2,10 +2,14 @@
 //!
 //! One room per concern: `config` (how it behaves), `protocol` (forms and JSON answers),
 //! `grants` (client authentication, the grants, minting tokens), `scope` (what a login is
-//! granted, what a refresh may ask for) and `faults` (misbehaving on purpose). This file
-//! holds the server's state and its public handle.
+//! granted, what a refresh may ask for), `endpoints` (discovery, revocation, logout) and
+//! `faults` (misbehaving on purpose). This file holds the server's state and its public
+//! handle.
 
+#[cfg(feature = "private-key-jwt")]
+mod assertion;
 mod config;
+mod endpoints;
 mod faults;
 mod grants;
 mod protocol;
@@ -29,6 +33,22 @@ use super::server::{self, ResponseBody, Shutdown};
 
 /// The path of the token endpoint.
 const TOKEN_PATH: &str = "/realms/mangadex/protocol/openid-connect/token";
+/// The revocation endpoint (RFC 7009).
+const REVOKE_PATH: &str = "/realms/mangadex/protocol/openid-connect/revoke";
+/// Keycloak's logout endpoint.
+const LOGOUT_PATH: &str = "/realms/mangadex/protocol/openid-connect/logout";
+/// The discovery document, OpenID Connect's place (appended to the issuer).
+const OPENID_CONFIGURATION_PATH: &str = "/realms/mangadex/.well-known/openid-configuration";
+/// The discovery document, RFC 8414's place (inserted before the issuer's path).
+const RFC8414_PATH: &str = "/.well-known/oauth-authorization-server/realms/mangadex";
+
+/// The endpoints that [`Fault`]s can break.
+#[derive(Clone, Copy)]
+enum Endpoint {
+    Token,
+    Revocation,
+    Logout,
+}
 /// The issuer's path (the `iss` claim is the origin followed by this).
 const REALM_PATH: &str = "/realms/mangadex";
 
@@ -52,6 +72,24 @@ pub struct ProviderStats {
     pub requests: u64,
     /// Requests answered with a [`Fault`].
     pub faults_served: u64,
+    /// Requests (to any endpoint) whose client authenticated with HTTP Basic
+    /// (`client_secret_basic`).
+    pub client_auth_basic: u64,
+    /// Requests whose client authenticated with `client_secret` in the form
+    /// (`client_secret_post`).
+    pub client_auth_post: u64,
+    /// Requests of a public client (`client_id` only).
+    pub client_auth_none: u64,
+    /// Requests whose client authenticated with a signed JWT (`private_key_jwt`; feature
+    /// `private-key-jwt`, [`ProviderConfig::client_jwk`]).
+    pub client_auth_jwt: u64,
+    /// `GET`s of the discovery document.
+    pub discovery_requests: u64,
+    /// Tokens revoked at the revocation endpoint (a known token; an unknown one answers 200
+    /// all the same and is not counted).
+    pub revocations: u64,
+    /// Sessions ended at the logout endpoint.
+    pub logouts: u64,
 }
 
 /// A fake Keycloak token endpoint on `127.0.0.1`, like the one MangaDex uses for
@@ -98,6 +136,9 @@ impl IdentityProvider {
                 prune_access_at: PRUNE_MIN,
                 faults: VecDeque::new(),
                 sticky_fault: None,
+                revocation_faults: VecDeque::new(),
+                #[cfg(feature = "private-key-jwt")]
+                assertion_ids: std::collections::HashSet::new(),
                 stats: ProviderStats::default(),
             }),
         });
@@ -117,6 +158,24 @@ impl IdentityProvider {
     /// `http://127.0.0.1:PORT/realms/mangadex/protocol/openid-connect/token`.
     pub fn token_url(&self) -> String {
         self.shared.token_url.clone()
+    }
+
+    /// The issuer, `http://127.0.0.1:PORT/realms/mangadex`, as the discovery document and the
+    /// tokens' `iss` say.
+    pub fn issuer(&self) -> String {
+        self.shared.issuer.clone()
+    }
+
+    /// The revocation endpoint (RFC 7009):
+    /// `http://127.0.0.1:PORT/realms/mangadex/protocol/openid-connect/revoke`.
+    pub fn revocation_url(&self) -> String {
+        self.shared.url(REVOKE_PATH)
+    }
+
+    /// Keycloak's logout endpoint:
+    /// `http://127.0.0.1:PORT/realms/mangadex/protocol/openid-connect/logout`.
+    pub fn logout_url(&self) -> String {
+        self.shared.url(LOGOUT_PATH)
     }
 
     /// The address the provider listens on.
@@ -179,11 +238,20 @@ impl IdentityProvider {
         self.shared.lock().sticky_fault = fault;
     }
 
-    /// Forgets the pushed faults and the [`set_fault`](Self::set_fault) one.
+    /// Answers the next request to the revocation or logout endpoint with `fault` instead
+    /// of handling it (first in, first out). Not counted in
+    /// [`ProviderStats::faults_served`], which is the token endpoint's.
+    pub fn push_revocation_fault(&self, fault: Fault) {
+        self.shared.lock().revocation_faults.push_back(fault);
+    }
+
+    /// Forgets the pushed faults (of every endpoint) and the [`set_fault`](Self::set_fault)
+    /// one.
     pub fn clear_faults(&self) {
         let mut state = self.shared.lock();
         state.faults.clear();
         state.sticky_fault = None;
+        state.revocation_faults.clear();
     }
 
     /// Stops the server: it closes its listener and every open connection, hanging ones
@@ -222,6 +290,11 @@ struct State {
     prune_access_at: usize,
     faults: VecDeque<Fault>,
     sticky_fault: Option<Fault>,
+    /// For the revocation and logout endpoints.
+    revocation_faults: VecDeque<Fault>,
+    /// The `jti` of every client assertion accepted: each is accepted once.
+    #[cfg(feature = "private-key-jwt")]
+    assertion_ids: std::collections::HashSet<String>,
     stats: ProviderStats,
 }
 
@@ -284,35 +357,56 @@ impl ProviderShared {
         })
     }
 
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.issuer.trim_end_matches(REALM_PATH))
+    }
+
     async fn handle(
         self: Arc<Self>,
         request: Request<Incoming>,
     ) -> io::Result<Response<ResponseBody>> {
-        if request.uri().path() != TOKEN_PATH {
-            return Ok(OAuthError::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                "Unable to find matching target resource method",
-            )
-            .into_answer()
-            .into_response());
-        }
+        let discovery = match self.config.openid_configuration {
+            true => OPENID_CONFIGURATION_PATH,
+            false => RFC8414_PATH,
+        };
+        let endpoint = match request.uri().path() {
+            TOKEN_PATH => Endpoint::Token,
+            REVOKE_PATH => Endpoint::Revocation,
+            LOGOUT_PATH => Endpoint::Logout,
+            path if path == discovery => {
+                return Ok(self.discovery(request.method()).into_response());
+            }
+            _ => {
+                return Ok(OAuthError::new(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    "Unable to find matching target resource method",
+                )
+                .into_answer()
+                .into_response());
+            }
+        };
         let fault = {
             let mut state = self.lock();
-            state.stats.requests += 1;
-            let fault = match state.faults.pop_front() {
-                Some(fault) => Some(fault),
-                None => state.sticky_fault.clone(),
-            };
-            if fault.is_some() {
-                state.stats.faults_served += 1;
+            match endpoint {
+                Endpoint::Token => {
+                    state.stats.requests += 1;
+                    let fault = match state.faults.pop_front() {
+                        Some(fault) => Some(fault),
+                        None => state.sticky_fault.clone(),
+                    };
+                    if fault.is_some() {
+                        state.stats.faults_served += 1;
+                    }
+                    fault
+                }
+                Endpoint::Revocation | Endpoint::Logout => state.revocation_faults.pop_front(),
             }
-            fault
         };
         if let Some(fault) = &fault {
             tracing::debug!(?fault, "fake identity provider: serving a fault");
         }
-        self.serve(fault, request).await
+        self.serve(fault, request, endpoint).await
     }
 }
 

@@ -7,18 +7,21 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
-use http::{Response, StatusCode};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
 use serde::Serialize;
 
-use super::super::server::{self, ResponseBody};
+use super::super::server::{self, BodyError, ResponseBody};
 
 /// A token-endpoint answer not sent yet, so that a fault can still change it.
 pub(super) struct Answer {
     pub(super) status: StatusCode,
-    /// A JSON object.
+    /// A JSON object, or nothing.
     pub(super) body: Bytes,
     /// Extra headers (`Allow` on a `405`).
     pub(super) headers: HeaderMap,
+    /// Whether it may be cached (a discovery document); token answers may not.
+    pub(super) cache: bool,
 }
 
 impl Answer {
@@ -29,18 +32,37 @@ impl Answer {
             status,
             body: Bytes::from(body),
             headers: HeaderMap::new(),
+            cache: false,
+        }
+    }
+
+    /// An answer without a body (`204`, or a revocation's `200`).
+    pub(super) fn empty(status: StatusCode) -> Self {
+        Self {
+            status,
+            body: Bytes::new(),
+            headers: HeaderMap::new(),
+            cache: false,
         }
     }
 
     /// The response, `Cache-Control: no-store` as Keycloak sends every token-endpoint answer.
     pub(super) fn into_response(self) -> Response<ResponseBody> {
-        let mut response = server::response(
-            self.status,
-            HeaderValue::from_static("application/json"),
-            self.body,
-        );
+        let mut response = if self.body.is_empty() {
+            let mut response = Response::new(ResponseBody::full(Bytes::new()));
+            *response.status_mut() = self.status;
+            response
+        } else {
+            server::response(
+                self.status,
+                HeaderValue::from_static("application/json"),
+                self.body,
+            )
+        };
         let headers = response.headers_mut();
-        no_store(headers);
+        if !self.cache {
+            no_store(headers);
+        }
         headers.extend(self.headers);
         response
     }
@@ -103,13 +125,19 @@ impl OAuthError {
             error: &'a str,
             error_description: &'a str,
         }
-        Answer::json(
+        let mut answer = Answer::json(
             self.status,
             &Body {
                 error: self.error,
                 error_description: &self.description,
             },
-        )
+        );
+        if self.status == StatusCode::METHOD_NOT_ALLOWED {
+            answer
+                .headers
+                .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        }
+        answer
     }
 }
 
@@ -141,6 +169,41 @@ impl Form {
         self.get(name)
             .ok_or_else(|| OAuthError::invalid_request(format!("Missing parameter: {name}")))
     }
+}
+
+/// Reads a form `POST`, as every endpoint but discovery takes: its headers and parameters, or
+/// the error to answer with (`405` for another method, `413` for a body over 64 KiB, `400` for
+/// anything that is not a well-formed form).
+pub(super) async fn read_form(request: Request<Incoming>) -> Result<(HeaderMap, Form), OAuthError> {
+    let (parts, body) = request.into_parts();
+    if parts.method != Method::POST {
+        return Err(OAuthError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "invalid_request",
+            "Use POST",
+        ));
+    }
+    if !is_form(&parts.headers) {
+        return Err(OAuthError::invalid_request(
+            "Content-Type must be application/x-www-form-urlencoded",
+        ));
+    }
+    let body = match server::read_body(&parts.headers, body).await {
+        Ok(body) => body,
+        Err(BodyError::TooLarge) => {
+            return Err(OAuthError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "invalid_request",
+                "Request body too large",
+            ));
+        }
+        Err(BodyError::Broken) => {
+            return Err(OAuthError::invalid_request("Incomplete request body"));
+        }
+    };
+    let params = serde_urlencoded::from_bytes::<Vec<(String, String)>>(&body)
+        .map_err(|_| OAuthError::invalid_request("Malformed form body"))?;
+    Ok((parts.headers, Form::new(params)?))
 }
 
 pub(super) fn no_store(headers: &mut HeaderMap) {
