@@ -238,10 +238,12 @@ fn is_loopback(host: &str) -> bool {
             .is_some_and(|ip| ip.is_loopback())
 }
 
-/// `a.b.c`, each a decimal octet without a leading zero, then the end or a `:port`.
+/// `a.b.c`, each a decimal octet without a leading zero, then the end or a `:port`. Anything
+/// else after the octets (a `:` that starts a password, an `@`) is not this machine: the host
+/// is what follows the user info.
 fn is_three_octets(text: &[u8]) -> bool {
     let (mut octets, mut value, mut digits) = (0, 0u32, 0);
-    for &b in text {
+    for (index, &b) in text.iter().enumerate() {
         match b {
             b'0'..=b'9' => {
                 if digits == 1 && value == 0 {
@@ -257,7 +259,10 @@ fn is_three_octets(text: &[u8]) -> bool {
                 octets += 1;
                 (value, digits) = (0, 0);
             }
-            b':' => break,
+            b':' if digits > 0 && octets == 2 => {
+                let port = &text[index + 1..];
+                return port.iter().all(u8::is_ascii_digit);
+            }
             _ => return false,
         }
     }
@@ -334,6 +339,9 @@ mod tests {
             "http://127.0.0/x",
             "http://127.00.0.1/x",
             "http://127.0.0.1@elsewhere.example/x",
+            "http://127.0.0.1:x@elsewhere.example/x",
+            "http://127.0.0.1:80@10.1.2.3/x",
+            "http://127.0.0.1:@203.0.113.7:8080/x",
             "http://[::2]/x",
             "ws://127.0.0.1/x",
         ] {
