@@ -4,9 +4,10 @@
 //! it (a synchronous wrapper, a `#[tokio::test]` sharing a client in a static), which would drop
 //! a refresh whose grant the server already processed; or it may be a current-thread runtime
 //! that nobody drives between calls, which would hang every other caller waiting for that
-//! refresh, and its timeout with it. So by default the work runs on the crate's own runtime: one
-//! current-thread tokio runtime on a thread of its own, started on first use and shared by every
-//! layer in the process. It waits on I/O and timers almost all the time, so one thread is enough.
+//! refresh, and its timeout with it. So by default the work runs on the crate's own runtime: a
+//! tokio runtime of two worker threads, started on first use and shared by every layer in the
+//! process. It waits on I/O and timers almost all the time; the second thread is there so that
+//! a refresher that blocks its thread does not stall every other layer, nor its own timeout.
 //!
 //! An application may pin a layer to a runtime of its own instead
 //! ([`AuthLayerBuilder::runtime`](crate::AuthLayerBuilder::runtime)); the layer then also reads
@@ -17,7 +18,7 @@ use std::future::Future;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use tokio::runtime::{Builder, Handle};
+use tokio::runtime::{Builder, Handle, Runtime};
 use tracing::instrument::WithSubscriber;
 
 use super::clock::Clock;
@@ -93,17 +94,22 @@ impl Background {
 }
 
 impl Background {
-    /// Runs `task` here and waits for its output: work the caller asked for that must not be
-    /// cut short when the caller is dropped (a store write), nor depend on the caller's
-    /// runtime. `None` if it could not run.
-    pub(crate) async fn run<F>(&self, task: F) -> Option<F::Output>
+    /// Runs `task` here and waits for its output, at most `limit` (the task goes on after
+    /// that): work the caller asked for that must not be cut short when the caller is dropped
+    /// (a store write), nor depend on the caller's runtime. `None` if it could not run or did
+    /// not end in time.
+    pub(crate) async fn run_within<F>(&self, task: F, limit: Duration) -> Option<F::Output>
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let task = async move {
-            let _ = sender.send(task.await);
+            let mut running = tokio::spawn(task.with_current_subscriber());
+            let deadline = crate::token::instant_after(tokio::time::Instant::now(), limit);
+            if let Ok(Ok(output)) = tokio::time::timeout_at(deadline, &mut running).await {
+                let _ = sender.send(output);
+            }
         };
         if !self.spawn(task.with_current_subscriber()) {
             return None;
@@ -112,35 +118,31 @@ impl Background {
     }
 }
 
-/// The crate's own runtime, started on first use; `None` if its thread cannot be started.
+/// The crate's own runtime, started on first use and kept for the life of the process; `None`
+/// if it cannot be started. Two workers: a refresher that blocks its thread (a synchronous
+/// credential helper) holds one, and the other keeps the timeouts and every other layer going.
 fn own_runtime() -> Option<&'static Handle> {
-    static OWN: OnceLock<Option<Handle>> = OnceLock::new();
+    static OWN: OnceLock<Option<Runtime>> = OnceLock::new();
     OWN.get_or_init(|| {
-        let runtime = match Builder::new_current_thread()
+        match Builder::new_multi_thread()
+            .worker_threads(WORKERS)
             .enable_all()
             .thread_name("tower-auth-refresh")
             .build()
         {
-            Ok(runtime) => runtime,
+            Ok(runtime) => Some(runtime),
             Err(error) => {
-                tracing::error!(%error, "could not build the token refresh runtime");
-                return None;
-            }
-        };
-        let handle = runtime.handle().clone();
-        let started = std::thread::Builder::new()
-            .name("tower-auth-refresh".into())
-            .spawn(move || runtime.block_on(std::future::pending::<()>()));
-        match started {
-            Ok(_) => Some(handle),
-            Err(error) => {
-                tracing::error!(%error, "could not start the token refresh thread");
+                tracing::error!(%error, "could not start the token refresh runtime");
                 None
             }
         }
     })
     .as_ref()
+    .map(Runtime::handle)
 }
+
+/// Worker threads of the crate's own runtime.
+const WORKERS: usize = 2;
 
 /// The current runtime, if its clock is paused (tokio's `test-util`): its clock stands still
 /// while the system's moves.

@@ -128,6 +128,10 @@ impl FlightTask {
                 }
             };
             self.shared.notify(change, &event);
+        } else {
+            // A superseded refresh hands its waiters the application's token: not before the
+            // hooks of that token ran.
+            self.shared.hooks_done();
         }
         self.publish.send_replace(Some(outcome));
     }
@@ -166,20 +170,30 @@ impl FlightTask {
             return (outcome, None);
         }
         let mut kept = None;
-        let prepared =
-            result.map(|(tokens, adopted)| (shared.prepare(tokens, self.reason, now), adopted));
+        let prepared = result.map(|(tokens, adopted)| {
+            // Kept aside: `prepare` may refuse the access token, and the refresh token in
+            // the same answer must not be lost with it.
+            let issued = tokens
+                .refresh_token()
+                .cloned()
+                .map(|token| (token, tokens.refresh_expires_at()));
+            (
+                shared.prepare(tokens, self.reason, now, !adopted),
+                adopted,
+                issued,
+            )
+        });
         let error = match prepared {
-            Ok((Ok(entry), adopted)) if !entry.is_expired(now) => {
+            Ok((Ok(entry), adopted, _)) if !entry.is_expired(now) => {
                 shared.current.store(Some(Arc::clone(&entry)));
                 slot.failure = None;
                 return (Ok(entry), Some((shared.change(), adopted)));
             }
-            Ok((Ok(expired), _)) => {
-                // Clock skew, or a stale answer: installing it would make every request
-                // refresh. Keep what it may have rotated, back off like any transient failure.
-                if let Some(refresh_token) = expired.tokens.refresh_token() {
-                    let expires_at = expired.tokens.refresh_expires_at();
-                    kept = shared.keep_refresh_token(&slot, refresh_token, expires_at);
+            // Clock skew, or a stale answer: installing it would make every request refresh.
+            // Keep what it may have rotated, back off like any transient failure.
+            Ok((Ok(_expired), _, issued)) => {
+                if let Some((refresh_token, expires_at)) = issued {
+                    kept = shared.keep_refresh_token(&slot, &refresh_token, expires_at);
                 }
                 (
                     RefreshError::new(RefreshErrorKind::AlreadyExpired),
@@ -187,8 +201,13 @@ impl FlightTask {
                 )
             }
             // A token that cannot be sent: back off rather than call the refresher again on
-            // every request.
-            Ok((Err(error), _)) => (error, Class::TRANSIENT),
+            // every request; keep the refresh token that came with it.
+            Ok((Err(error), _, issued)) => {
+                if let Some((refresh_token, expires_at)) = issued {
+                    kept = shared.keep_refresh_token(&slot, &refresh_token, expires_at);
+                }
+                (error, Class::TRANSIENT)
+            }
             Err(failed) => failed,
         };
         let (error, class) = error;
@@ -260,18 +279,23 @@ async fn exchange(
                     .await
                     .map(|tokens| (tokens, false))
             }
-            // The store is the truth: it says which tokens to refresh from.
-            Some(session) => session
-                .refresh(
-                    reason,
-                    || shared.epoch() == epoch,
-                    |request| call(&shared, request),
-                )
-                .await
-                .map(|got| match got {
-                    Got::Refreshed(tokens) => (tokens, false),
-                    Got::Adopted(tokens) => (tokens, true),
-                }),
+            // The store is the truth: it says which tokens to refresh from (or this process's,
+            // if the store lost writes).
+            Some(session) => {
+                let current = shared.current.load_full().map(|entry| entry.tokens.clone());
+                session
+                    .refresh(
+                        reason,
+                        current,
+                        || shared.epoch() == epoch,
+                        |request| call(&shared, request),
+                    )
+                    .await
+                    .map(|got| match got {
+                        Got::Refreshed(tokens) => (tokens, false),
+                        Got::Adopted(tokens) => (tokens, true),
+                    })
+            }
         };
         let error = match result {
             Ok(got) => return Ok(got),

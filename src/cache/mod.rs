@@ -285,6 +285,13 @@ impl TokenCache {
             metrics::rejected(false);
             return false;
         }
+        if self.shared.accepted.load(Ordering::Relaxed) >= current.generation {
+            // Responses took this token: its rejection now is news (revoked, expired early),
+            // whatever happened to tokens before it.
+            slot.repeats = Repeats::default();
+            metrics::rejected(true);
+            return true;
+        }
         let allowed = slot.repeats.allow(now);
         metrics::rejected(allowed);
         allowed
@@ -348,21 +355,27 @@ impl TokenCache {
             };
             self.shared
                 .background
-                .run(write)
+                .run_within(write, self.shared.settings.retry.timeout)
                 .await
-                .unwrap_or_else(|| Err(StoreError::new(StoreErrorKind::Unavailable, None)))
+                .unwrap_or_else(|| Err(StoreError::new(StoreErrorKind::Timeout, None)))
                 .map_err(RefreshError::store)?;
         }
         let now = self.now();
+        // Held from before the token is visible until its hooks ran: a refresh this set
+        // supersedes gives its waiters the token only after that (see `FlightTask::run`).
+        let mut told = lock(&self.shared.notified);
         let mut slot = lock(&self.shared.slot);
-        let entry = self.shared.prepare(tokens, RefreshReason::Forced, now)?;
+        let entry = self
+            .shared
+            .prepare(tokens, RefreshReason::Forced, now, false)?;
         self.shared.current.store(Some(Arc::clone(&entry)));
         self.shared.epoch.fetch_add(1, Ordering::Relaxed);
         slot.failure = None;
         slot.repeats = Repeats::default();
         let change = self.shared.change();
         drop(slot);
-        self.shared.notify(
+        self.shared.tell(
+            &mut told,
             change,
             &TokenEvent::Set {
                 tokens: &entry.tokens,
@@ -379,9 +392,12 @@ impl TokenCache {
             Some(session) => self
                 .shared
                 .background
-                .run(async move { session.clear().await })
+                .run_within(
+                    async move { session.clear().await },
+                    self.shared.settings.retry.timeout,
+                )
                 .await
-                .unwrap_or_else(|| Err(StoreError::new(StoreErrorKind::Unavailable, None))),
+                .unwrap_or_else(|| Err(StoreError::new(StoreErrorKind::Timeout, None))),
             None => Ok(()),
         };
         let mut slot = lock(&self.shared.slot);
@@ -418,9 +434,9 @@ impl TokenCache {
                 };
                 self.shared
                     .background
-                    .run(revoke)
+                    .run_within(revoke, self.shared.settings.retry.timeout)
                     .await
-                    .unwrap_or_else(|| Err("the revocation did not run".into()))
+                    .unwrap_or_else(|| Err("the revocation did not answer in time".into()))
                     .map_err(RefreshError::revoke)
             }
             _ => Ok(()),
@@ -530,7 +546,11 @@ impl Shared {
         if self.settings.hooks.is_empty() {
             return;
         }
-        let mut last = lock(&self.notified);
+        self.tell(&mut lock(&self.notified), change, event);
+    }
+
+    /// [`notify`](Self::notify), with the hooks' lock held already.
+    fn tell(&self, last: &mut u64, change: u64, event: &TokenEvent<'_>) {
         if change <= *last {
             return;
         }
@@ -538,6 +558,11 @@ impl Shared {
         for hook in &self.settings.hooks {
             hook(event);
         }
+    }
+
+    /// Waits until no hook is running: what a waiter gets next has been told to the hooks.
+    fn hooks_done(&self) {
+        drop(lock(&self.notified));
     }
 
     /// The `Authorization` header for `tokens`, built once per token and marked sensitive.
@@ -549,10 +574,16 @@ impl Shared {
         Ok(header)
     }
 
-    /// The entry for `tokens`, got for `reason`, not installed yet.
-    fn prepare(&self, tokens: TokenSet, reason: RefreshReason, now: Ticks) -> Outcome {
+    /// The entry for `tokens`, got for `reason`, not installed yet. `fresh`: a token endpoint
+    /// just issued them (rather than the application or a store keeping them for a while).
+    fn prepare(&self, tokens: TokenSet, reason: RefreshReason, now: Ticks, fresh: bool) -> Outcome {
         let header = Self::header(&tokens)?;
-        let expires_at = tokens.expiry_or(self.settings.default_lifetime);
+        let lifetime = self.settings.default_lifetime;
+        let expires_at = if fresh {
+            tokens.fresh_expiry_or(lifetime)
+        } else {
+            tokens.expiry_or(lifetime)
+        };
         let expires_at = (self.clock.at(expires_at), expires_at);
         let generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
         Ok(Arc::new(Entry::new(

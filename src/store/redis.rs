@@ -17,6 +17,8 @@ use crate::token::instant_after;
 
 /// A lock held longer than this is surely held by a dead process.
 const LONGEST_LOCK: Duration = Duration::from_secs(24 * 3600);
+/// Waiting for the lock is bounded by its lifetime, and by this.
+const LONGEST_LOCK_WAIT: Duration = Duration::from_secs(120);
 
 /// Extends the lock only for its holder.
 const RENEW: &str = r"
@@ -81,8 +83,8 @@ return version + 1";
 ///   it still holds the lock right before it calls the token endpoint. A holder that dies frees
 ///   the lock by expiry: the lock lifetime, default 40 s (longer than the cache's default
 ///   refresh timeout of 30 s, plus a margin).
-/// - Waiters poll every 50 ms, for at most the lock lifetime plus one second at a time; a
-///   Redis that stalls (a command timing out) is waited for the same way.
+/// - Waiters poll every 50 ms, for at most the lock lifetime (and at most 2 minutes) plus one
+///   second at a time; a Redis that stalls (a command timing out) is waited for the same way.
 /// - Every command is bounded by a timeout (default 2 s): Redis unreachable is a typed
 ///   [`StoreError`] (`Unavailable` or `Timeout`), never a hang.
 /// - The JSON read and written is wiped from memory when dropped.
@@ -139,7 +141,14 @@ impl RedisStore {
             let connection = match &*slot {
                 Some(connection) => connection.clone(),
                 None => {
-                    let connection = self.client.get_multiplexed_async_connection().await?;
+                    // Our own bound for every answer, not the client's default (500 ms).
+                    let config = redis::AsyncConnectionConfig::new()
+                        .set_connection_timeout(Some(self.command_timeout))
+                        .set_response_timeout(Some(self.command_timeout));
+                    let connection = self
+                        .client
+                        .get_multiplexed_async_connection_with_config(&config)
+                        .await?;
                     *slot = Some(connection.clone());
                     connection
                 }
@@ -152,10 +161,12 @@ impl RedisStore {
             Ok(Err(error)) => {
                 // Reconnect next time.
                 *self.connection.lock().await = None;
-                Err(StoreError::new(
-                    StoreErrorKind::Unavailable,
-                    Some(error.into()),
-                ))
+                let kind = if error.is_timeout() {
+                    StoreErrorKind::Timeout
+                } else {
+                    StoreErrorKind::Unavailable
+                };
+                Err(StoreError::new(kind, Some(error.into())))
             }
             Err(_) => {
                 *self.connection.lock().await = None;
@@ -285,9 +296,13 @@ impl TokenStore for RedisStore {
                 RandomState::new().hash_one(1u8),
                 RandomState::new().hash_one(2u8)
             );
+            // Past the lock's lifetime it is free (its holder renews it while alive); a lock of a
+            // very long lifetime is not waited for longer than a bounded while.
             let give_up = instant_after(
                 Instant::now(),
-                self.lock_lifetime.saturating_add(Duration::from_secs(1)),
+                self.lock_lifetime
+                    .min(LONGEST_LOCK_WAIT)
+                    .saturating_add(Duration::from_secs(1)),
             );
             let millis = millis(self.lock_lifetime);
             loop {

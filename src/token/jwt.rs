@@ -64,21 +64,24 @@ fn unix_time(seconds: &serde_json::Number) -> Option<SystemTime> {
     UNIX_EPOCH.checked_add(Duration::try_from_secs_f64(seconds).ok()?)
 }
 
-/// How long from now until the token's `exp`; zero when it has passed.
+/// How long from now until the token's `exp` by this machine's clock; zero when it has passed.
 ///
-/// When this machine's clock disagrees with the issuer's (it is past `exp`, or more than
-/// [`SKEW_TOLERANCE`] before `iat`), the token's issued lifetime `exp − iat` is the better guess.
-pub(crate) fn remaining_lifetime(token: &str) -> Option<Duration> {
+/// For a token `fresh` from its issuer, a clock that disagrees with the issuer's (it is past
+/// `exp`, or more than [`SKEW_TOLERANCE`] before `iat`) is skew, and the token's issued lifetime
+/// `exp − iat` is the better guess. A token kept for a while (restored by the application, read
+/// from a store) may simply have expired: its `exp` is taken as it is.
+pub(crate) fn remaining_lifetime(token: &str, fresh: bool) -> Option<Duration> {
     let claims = time_claims(token)?;
     let exp = claims.exp?;
     let now = SystemTime::now();
     let issued_lifetime = claims.iat.and_then(|iat| exp.duration_since(iat).ok());
-    let skewed = claims.iat.is_some_and(|iat| {
-        now >= exp
-            || iat
-                .duration_since(now)
-                .is_ok_and(|ahead| ahead > SKEW_TOLERANCE)
-    });
+    let skewed = fresh
+        && claims.iat.is_some_and(|iat| {
+            now >= exp
+                || iat
+                    .duration_since(now)
+                    .is_ok_and(|ahead| ahead > SKEW_TOLERANCE)
+        });
     match issued_lifetime {
         Some(lifetime) if skewed => {
             tracing::debug!(
@@ -125,10 +128,10 @@ mod tests {
     fn remaining_is_measured_from_now() {
         let in_an_hour = SystemTime::now() + Duration::from_secs(3600);
         let secs = in_an_hour.duration_since(UNIX_EPOCH).unwrap().as_secs();
-        let left = remaining_lifetime(&jwt(&format!(r#"{{"exp":{secs}}}"#))).unwrap();
+        let left = remaining_lifetime(&jwt(&format!(r#"{{"exp":{secs}}}"#)), true).unwrap();
         assert!(left > Duration::from_secs(3590) && left <= Duration::from_secs(3600));
         assert_eq!(
-            remaining_lifetime(&jwt(r#"{"exp":10}"#)),
+            remaining_lifetime(&jwt(r#"{"exp":10}"#), true),
             Some(Duration::ZERO)
         );
     }
@@ -144,7 +147,12 @@ mod tests {
             secs(issued),
             secs(issued) + 900
         ));
-        assert_eq!(remaining_lifetime(&behind), Some(Duration::from_secs(900)));
+        assert_eq!(
+            remaining_lifetime(&behind, true),
+            Some(Duration::from_secs(900))
+        );
+        // The same token kept for a while (restored, read from a store) has simply expired.
+        assert_eq!(remaining_lifetime(&behind, false), Some(Duration::ZERO));
         // An hour behind: `iat` is in the future here.
         let issued = now + Duration::from_secs(3600);
         let ahead = jwt(&format!(
@@ -152,14 +160,17 @@ mod tests {
             secs(issued),
             secs(issued) + 900
         ));
-        assert_eq!(remaining_lifetime(&ahead), Some(Duration::from_secs(900)));
+        assert_eq!(
+            remaining_lifetime(&ahead, true),
+            Some(Duration::from_secs(900))
+        );
         // Clocks that agree: the remaining time by this clock.
         let fresh = jwt(&format!(
             r#"{{"iat":{},"exp":{}}}"#,
             secs(now) - 100,
             secs(now) + 800
         ));
-        let left = remaining_lifetime(&fresh).unwrap();
+        let left = remaining_lifetime(&fresh, true).unwrap();
         assert!(left <= Duration::from_secs(800) && left > Duration::from_secs(790));
     }
 

@@ -138,17 +138,32 @@ impl TokenSet {
         self.refresh_expires_at
     }
 
-    /// When the access token expires: the given expiry, else the JWT's claims, else
-    /// `default_lifetime` from now.
-    ///
-    /// From a JWT, the expiry is `exp` by this machine's clock; when that clock disagrees with
-    /// the issuer's (it is past `exp`, or more than a minute before `iat`), the lifetime is
-    /// `exp − iat` from now instead, so a clock running ahead never makes every token look
-    /// expired on arrival.
+    /// When the access token expires: the given expiry, else the JWT `exp` claim by this
+    /// machine's clock, else `default_lifetime` from now.
     pub fn expiry_or(&self, default_lifetime: Duration) -> Instant {
+        self.expiry(default_lifetime, false)
+    }
+
+    /// [`expiry_or`](Self::expiry_or) for a token set that a token endpoint just issued: when
+    /// this machine's clock disagrees with the issuer's (it is past `exp`, or more than a
+    /// minute before `iat`), the lifetime is `exp − iat` from now, so a clock running ahead
+    /// never makes every new token look expired on arrival.
+    pub(crate) fn fresh_expiry_or(&self, default_lifetime: Duration) -> Instant {
+        self.expiry(default_lifetime, true)
+    }
+
+    fn expiry(&self, default_lifetime: Duration, fresh: bool) -> Instant {
         self.expires_at
-            .or_else(|| jwt::remaining_lifetime(self.access_token.secret()).map(deadline_after))
+            .or_else(|| {
+                jwt::remaining_lifetime(self.access_token.secret(), fresh).map(deadline_after)
+            })
             .unwrap_or_else(|| deadline_after(default_lifetime))
+    }
+
+    /// When the access token expires by its JWT `exp` claim and this machine's clock, if it is
+    /// a JWT with one.
+    pub(crate) fn jwt_expiry(&self) -> Option<Instant> {
+        jwt::remaining_lifetime(self.access_token.secret(), false).map(deadline_after)
     }
 
     /// Whether the refresh token is known to be dead, or to die within `margin` from now.
