@@ -22,7 +22,8 @@ use crate::replay::{CloneBody, ReplayPolicy};
 /// - A rejected request (401 by default) whose token is still the current one starts one
 ///   refresh; if a newer token exists already, it is used at once. The request is retried
 ///   once with the new token if the [`ReplayPolicy`] can copy it; the second response is
-///   returned whatever it is.
+///   returned whatever it is. With the default policy the body must be a
+///   [`ReplayableBody`](crate::replay::ReplayableBody) (see [`replay`](crate::replay)).
 ///
 /// Errors are [`BoxError`]s: the inner service's error passes through unchanged (downcast it
 /// to its own type), and a failed refresh is a [`RefreshError`](crate::RefreshError).
@@ -89,7 +90,7 @@ where
 {
     type Response = Response<ResB>;
     type Error = BoxError;
-    type Future = ResponseFuture<S, P::Body>;
+    type Future = ResponseFuture<S, P::Body, P::Kept>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
@@ -99,14 +100,11 @@ where
         let shared = &*self.shared;
         let ours =
             !request.headers().contains_key(AUTHORIZATION) && shared.origins.allow(request.uri());
-        let mut request = self.replay.prepare(request);
+        let (mut request, kept) = self.replay.prepare(request, ours);
         if !ours {
             return ResponseFuture::passthrough(self.inner.call(request));
         }
-        let replay = self
-            .replay
-            .clone_request(&request)
-            .map(|copy| Replay::new(copy, P::can_replay));
+        let replay = kept.map(|kept| Replay::new(kept, P::replay));
         let now = shared.cache.now();
         let current = shared.cache.current();
         let usable = current
