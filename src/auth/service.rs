@@ -5,7 +5,8 @@ use std::task::{Context, Poll};
 
 use http::header::AUTHORIZATION;
 use http::{Request, Response};
-use tower::Service;
+use tower::util::{Oneshot, Ready};
+use tower::{Service, ServiceExt};
 
 use super::future::{Replay, ResponseFuture};
 use super::origin::Origins;
@@ -79,6 +80,37 @@ impl<S, P> AuthService<S, P> {
     /// The wrapped service, unwrapped.
     pub fn into_inner(self) -> S {
         self.inner
+    }
+
+    /// [`ServiceExt::oneshot`]: waits for the service to be ready, then sends `request`.
+    ///
+    /// The same as the trait's method; it exists so that a request body the replay policy
+    /// cannot copy is reported with [`ReplayableBody`](crate::replay::ReplayableBody)'s hint
+    /// (use `BufferBody`), where the trait's method gets only "the method `oneshot` exists …
+    /// but its trait bounds were not satisfied". The same for [`ready`](Self::ready) and
+    /// [`call`](Self::call).
+    pub fn oneshot<B>(self, request: Request<B>) -> Oneshot<Self, Request<B>>
+    where
+        Self: Service<Request<B>>,
+    {
+        ServiceExt::oneshot(self, request)
+    }
+
+    /// [`ServiceExt::ready`]: waits for the service to be ready. See [`oneshot`](Self::oneshot)
+    /// for why it is here.
+    pub fn ready<B>(&mut self) -> Ready<'_, Self, Request<B>>
+    where
+        Self: Service<Request<B>>,
+    {
+        ServiceExt::ready(self)
+    }
+
+    /// [`Service::call`]. See [`oneshot`](Self::oneshot) for why it is here.
+    pub fn call<B>(&mut self, request: Request<B>) -> <Self as Service<Request<B>>>::Future
+    where
+        Self: Service<Request<B>>,
+    {
+        Service::call(self, request)
     }
 }
 
