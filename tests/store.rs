@@ -8,7 +8,7 @@ use http::{Request, StatusCode};
 use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use tower::{Layer, ServiceExt};
+use tower::Layer;
 use tower_auth_refresh::store::{FileStore, StoredRefresher};
 use tower_auth_refresh::test_util::{Api, IdentityProvider, ProviderConfig};
 use tower_auth_refresh::{AuthLayer, TokenSet};

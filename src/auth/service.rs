@@ -87,8 +87,9 @@ impl<S, P> AuthService<S, P> {
     /// The same as the trait's method; it exists so that a request body the replay policy
     /// cannot copy is reported with [`ReplayableBody`](crate::replay::ReplayableBody)'s hint
     /// (use `BufferBody`), where the trait's method gets only "the method `oneshot` exists …
-    /// but its trait bounds were not satisfied". The same for [`ready`](Self::ready) and
-    /// [`call`](Self::call).
+    /// but its trait bounds were not satisfied". The same for [`ready`](Self::ready).
+    ///
+    /// A `use tower::ServiceExt` only for `oneshot` or `ready` on this service is then unused.
     pub fn oneshot<B>(self, request: Request<B>) -> Oneshot<Self, Request<B>>
     where
         Self: Service<Request<B>>,
@@ -103,14 +104,6 @@ impl<S, P> AuthService<S, P> {
         Self: Service<Request<B>>,
     {
         ServiceExt::ready(self)
-    }
-
-    /// [`Service::call`]. See [`oneshot`](Self::oneshot) for why it is here.
-    pub fn call<B>(&mut self, request: Request<B>) -> <Self as Service<Request<B>>>::Future
-    where
-        Self: Service<Request<B>>,
-    {
-        Service::call(self, request)
     }
 }
 
