@@ -3,6 +3,8 @@
 //! on the oauth2 and yup-oauth2 crates. Each module names the versions it was written against
 //! in `Cargo.toml`'s dev-dependencies; README's "Works with" links here.
 
+#[cfg(feature = "rustls-ring")]
+mod https;
 mod octocrab;
 mod tonic;
 
