@@ -6,6 +6,8 @@
 #[cfg(feature = "rustls-ring")]
 mod https;
 mod octocrab;
+#[cfg(feature = "reqwest")]
+mod progenitor;
 mod tonic;
 
 use tower_auth_refresh::test_util::{Api, IdentityProvider, ProviderConfig};
