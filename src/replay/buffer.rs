@@ -25,7 +25,7 @@ impl BufferBody {
     }
 
     /// The same buffering, then `into` turns each [`ReplayBody`] into the body type the inner
-    /// service takes: `tonic::body::Body::new`, `octocrab::OctoBody::new`, `kube::client::Body::wrap_body`.
+    /// service takes, e.g. `tonic::body::Body::new` or `octocrab::OctoBody::new`.
     ///
     /// `into` is cloned for each request that may be retried: a function, or a closure that
     /// captures nothing, costs nothing to clone.
