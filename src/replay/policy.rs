@@ -41,11 +41,11 @@ pub trait ReplayPolicy<B>: Clone {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CloneBody;
 
-// The compiler reports a body that is not replayable in two ways: through a bound of a
-// function (an SDK's constructor, `BoxCloneSyncService::new`), with `ReplayableBody`'s message;
-// or, when a method such as `oneshot` is called on the service, as "the method exists … but its
-// trait bounds were not satisfied", which shows no message but does show the line of the bound
-// below and the trait's own line. Each of those lines carries the hint.
+// A body that is not replayable is reported with `ReplayableBody`'s message wherever a bound
+// requires the service (`AuthService::oneshot` and `ready`, an SDK's constructor,
+// `BoxCloneSyncService::new`). A method of a wrapper around the service gets "the method exists
+// … but its trait bounds were not satisfied", with no message and at best the line of the
+// bound below: that line carries the hint.
 impl<B> ReplayPolicy<B> for CloneBody
 where
     B: ReplayableBody, // not replayable: `.replay_policy(BufferBody::default())`, see `replay`
