@@ -3,7 +3,7 @@ use std::convert::Infallible;
 
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
-use tower::{Layer, service_fn};
+use tower::{Layer, Service, service_fn};
 use tower_auth_refresh::{AuthLayer, BoxError, RefreshRequest, TokenSet};
 
 type Streaming = UnsyncBoxBody<Bytes, Infallible>;
