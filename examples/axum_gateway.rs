@@ -30,7 +30,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tokio::net::TcpListener;
-use tower::{ServiceBuilder, ServiceExt};
+use tower::ServiceBuilder;
 use tower_auth_refresh::test_util::{Api, IdentityProvider, ProviderConfig};
 use tower_auth_refresh::{AuthHandle, AuthLayer, AuthService, BoxError, Origin};
 

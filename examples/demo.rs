@@ -19,7 +19,7 @@ use http::Request;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use tower::{ServiceBuilder, ServiceExt};
+use tower::ServiceBuilder;
 use tower_auth_refresh::AuthLayer;
 use tower_auth_refresh::test_util::{Api, IdentityProvider, ProviderConfig};
 

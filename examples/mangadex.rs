@@ -12,7 +12,7 @@ use bytes::Bytes;
 use http::Request;
 use http::header::USER_AGENT;
 use http_body_util::{BodyExt, Full};
-use tower::{ServiceBuilder, ServiceExt};
+use tower::ServiceBuilder;
 use tower_auth_refresh::AuthLayer;
 use tower_auth_refresh::oauth2::{OAuth2Refresher, https_client};
 

@@ -25,7 +25,7 @@ use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use tower::{Layer, ServiceExt, service_fn};
+use tower::{Layer, service_fn};
 use tower_auth_refresh::replay::{BufferBody, ReplayBody};
 use tower_auth_refresh::test_util::{Api, ChunkedBody, Fault, IdentityProvider, ProviderConfig};
 use tower_auth_refresh::{AuthLayer, RefreshError};

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::Full;
 use proptest::prelude::*;
-use tower::{Layer, ServiceExt, service_fn};
+use tower::{Layer, service_fn};
 use tower_auth_refresh::{AuthLayer, RefreshRequest, TerminalError, TokenSet};
 
 fn duration() -> impl Strategy<Value = Duration> {

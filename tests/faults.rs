@@ -9,7 +9,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::time::Instant;
-use tower::{BoxError, Layer, ServiceExt};
+use tower::{BoxError, Layer};
 use tower_auth_refresh::oauth2::{ErrorKind, HttpClient};
 use tower_auth_refresh::test_util::{Api, ChunkedBody, Fault, IdentityProvider, ProviderConfig};
 use tower_auth_refresh::{

@@ -15,7 +15,7 @@ type Entry = (
     Option<metrics::SharedString>,
     DebugValue,
 );
-use tower::{Layer, ServiceExt};
+use tower::Layer;
 use tower_auth_refresh::AuthLayer;
 use tower_auth_refresh::test_util::{Api, IdentityProvider, ProviderConfig};
 

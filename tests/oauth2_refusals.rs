@@ -14,7 +14,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::json;
 use tokio::time::Instant;
-use tower::{Layer, ServiceExt};
+use tower::Layer;
 use tower_auth_refresh::oauth2::{self, ErrorKind, HttpClient};
 use tower_auth_refresh::test_util::{AfterGrant, Api, Fault, IdentityProvider, ProviderConfig};
 use tower_auth_refresh::{

@@ -5,7 +5,7 @@ use http::{Request, StatusCode};
 use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use tower::{ServiceBuilder, ServiceExt};
+use tower::ServiceBuilder;
 use tower_auth_refresh::test_util::{Api, IdentityProvider, ProviderConfig};
 use tower_auth_refresh::{AuthLayer, Origin};
 use tower_http::follow_redirect::FollowRedirectLayer;

@@ -16,7 +16,7 @@ use http::{Request, StatusCode};
 use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use tower::{Layer, ServiceExt};
+use tower::Layer;
 use tower_auth_refresh::oauth2::OAuth2Refresher;
 use tower_auth_refresh::store::{RedisStore, StoreError, StoreErrorKind, TokenStore};
 use tower_auth_refresh::test_util::{Api, Fault, IdentityProvider, ProviderConfig};

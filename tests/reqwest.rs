@@ -11,7 +11,7 @@ use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use reqwest_middleware::{ClientBuilder, ClientWithMiddleware};
-use tower::{ServiceBuilder, ServiceExt};
+use tower::ServiceBuilder;
 use tower_auth_refresh::reqwest::{AuthMiddleware, refresh_error};
 use tower_auth_refresh::test_util::{Api, IdentityProvider, ProviderConfig};
 use tower_auth_refresh::{AuthLayer, Origin, RefreshErrorKind, oauth2};

@@ -14,7 +14,7 @@ use http::header::AUTHORIZATION;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use tokio::sync::watch;
-use tower::{Layer, ServiceExt, service_fn};
+use tower::{Layer, service_fn};
 use tower_auth_refresh::{AuthLayer, RefreshReason, RefreshRequest, TokenSet};
 
 type Body = Full<Bytes>;

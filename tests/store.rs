@@ -9,7 +9,7 @@ use http::{Request, StatusCode};
 use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use tower::{Layer, ServiceExt};
+use tower::Layer;
 use tower_auth_refresh::store::{FileStore, StoreErrorKind, Stored, TokenStore};
 use tower_auth_refresh::test_util::{Api, IdentityProvider, ProviderConfig};
 use tower_auth_refresh::{AuthLayer, RefreshErrorKind, TokenEvent, TokenSet};

@@ -23,35 +23,35 @@ type Wait = Pin<Box<dyn Future<Output = Outcome> + Send>>;
 /// refresh or retry.
 const NOT_OURS: u64 = 0;
 
-/// The copy of a request kept for a retry, with the policy's last word on sending it.
-pub(super) struct Replay<B> {
-    request: Request<B>,
-    can_replay: fn(&Request<B>) -> bool,
+/// What the policy kept for a retry, with the policy's function that makes the retry from it.
+pub(super) struct Replay<K, B> {
+    kept: K,
+    replay: fn(K) -> Option<Request<B>>,
 }
 
-impl<B> Replay<B> {
-    pub(super) fn new(request: Request<B>, can_replay: fn(&Request<B>) -> bool) -> Self {
-        Self {
-            request,
-            can_replay,
-        }
+impl<K, B> Replay<K, B> {
+    pub(super) fn new(kept: K, replay: fn(K) -> Option<Request<B>>) -> Self {
+        Self { kept, replay }
     }
 
     fn into_request(self) -> Option<Request<B>> {
-        (self.can_replay)(&self.request).then_some(self.request)
+        (self.replay)(self.kept)
     }
 }
 
 pin_project! {
     /// The response future of [`AuthService`](crate::AuthService).
-    pub struct ResponseFuture<S, B>
+    ///
+    /// `B` is the body type the inner service receives, `K` what the replay policy keeps for
+    /// a retry ([`ReplayPolicy::Kept`](crate::replay::ReplayPolicy::Kept)).
+    pub struct ResponseFuture<S, B, K = Request<B>>
     where
         S: Service<Request<B>>,
     {
         #[pin]
         state: State<S, B>,
-        // The copy of the request to send again if the first attempt is rejected.
-        replay: Option<Replay<B>>,
+        // What the policy kept, to send again if the first attempt is rejected.
+        replay: Option<Replay<K, B>>,
         // A clone of the inner service for that second attempt.
         retry_service: Option<S>,
         // The generation of the token the request was sent with.
@@ -98,7 +98,7 @@ pin_project! {
     }
 }
 
-impl<S, B> ResponseFuture<S, B>
+impl<S, B, K> ResponseFuture<S, B, K>
 where
     S: Service<Request<B>>,
 {
@@ -115,7 +115,7 @@ where
     pub(super) fn sent(
         future: S::Future,
         generation: u64,
-        retry: Option<(Replay<B>, S)>,
+        retry: Option<(Replay<K, B>, S)>,
         shared: Arc<Shared>,
     ) -> Self {
         let (replay, retry_service) = retry.unzip();
@@ -131,7 +131,7 @@ where
     pub(super) fn waiting(
         request: Request<B>,
         service: S,
-        replay: Option<Replay<B>>,
+        replay: Option<Replay<K, B>>,
         shared: Arc<Shared>,
     ) -> Self {
         Self {
@@ -148,7 +148,7 @@ where
     }
 }
 
-impl<S, B, ResB> Future for ResponseFuture<S, B>
+impl<S, B, K, ResB> Future for ResponseFuture<S, B, K>
 where
     S: Service<Request<B>, Response = Response<ResB>> + Clone,
     S::Error: Into<BoxError>,
@@ -295,7 +295,7 @@ fn answered_by_allowed_origin<T>(response: &Response<T>, shared: &Shared) -> boo
     true
 }
 
-impl<S, B> fmt::Debug for ResponseFuture<S, B>
+impl<S, B, K> fmt::Debug for ResponseFuture<S, B, K>
 where
     S: Service<Request<B>>,
 {

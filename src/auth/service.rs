@@ -5,7 +5,8 @@ use std::task::{Context, Poll};
 
 use http::header::AUTHORIZATION;
 use http::{Request, Response};
-use tower::Service;
+use tower::util::{Oneshot, Ready};
+use tower::{Service, ServiceExt};
 
 use super::future::{Replay, ResponseFuture};
 use super::origin::Origins;
@@ -22,7 +23,8 @@ use crate::replay::{CloneBody, ReplayPolicy};
 /// - A rejected request (401 by default) whose token is still the current one starts one
 ///   refresh; if a newer token exists already, it is used at once. The request is retried
 ///   once with the new token if the [`ReplayPolicy`] can copy it; the second response is
-///   returned whatever it is.
+///   returned whatever it is. With the default policy the body must be a
+///   [`ReplayableBody`](crate::replay::ReplayableBody) (see [`replay`](crate::replay)).
 ///
 /// Errors are [`BoxError`]s: the inner service's error passes through unchanged (downcast it
 /// to its own type), and a failed refresh is a [`RefreshError`](crate::RefreshError).
@@ -79,6 +81,30 @@ impl<S, P> AuthService<S, P> {
     pub fn into_inner(self) -> S {
         self.inner
     }
+
+    /// [`ServiceExt::oneshot`]: waits for the service to be ready, then sends `request`.
+    ///
+    /// The same as the trait's method; it exists so that a request body the replay policy
+    /// cannot copy is reported with [`ReplayableBody`](crate::replay::ReplayableBody)'s hint
+    /// (use `BufferBody`), where the trait's method gets only "the method `oneshot` exists …
+    /// but its trait bounds were not satisfied". The same for [`ready`](Self::ready).
+    ///
+    /// A `use tower::ServiceExt` only for `oneshot` or `ready` on this service is then unused.
+    pub fn oneshot<B>(self, request: Request<B>) -> Oneshot<Self, Request<B>>
+    where
+        Self: Service<Request<B>>,
+    {
+        ServiceExt::oneshot(self, request)
+    }
+
+    /// [`ServiceExt::ready`]: waits for the service to be ready. See [`oneshot`](Self::oneshot)
+    /// for why it is here.
+    pub fn ready<B>(&mut self) -> Ready<'_, Self, Request<B>>
+    where
+        Self: Service<Request<B>>,
+    {
+        ServiceExt::ready(self)
+    }
 }
 
 impl<S, P, B, ResB> Service<Request<B>> for AuthService<S, P>
@@ -89,7 +115,7 @@ where
 {
     type Response = Response<ResB>;
     type Error = BoxError;
-    type Future = ResponseFuture<S, P::Body>;
+    type Future = ResponseFuture<S, P::Body, P::Kept>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
@@ -99,14 +125,11 @@ where
         let shared = &*self.shared;
         let ours =
             !request.headers().contains_key(AUTHORIZATION) && shared.origins.allow(request.uri());
-        let mut request = self.replay.prepare(request);
+        let (mut request, kept) = self.replay.prepare(request, ours);
         if !ours {
             return ResponseFuture::passthrough(self.inner.call(request));
         }
-        let replay = self
-            .replay
-            .clone_request(&request)
-            .map(|copy| Replay::new(copy, P::can_replay));
+        let replay = kept.map(|kept| Replay::new(kept, P::replay));
         let now = shared.cache.now();
         let current = shared.cache.current();
         let usable = current

@@ -373,9 +373,10 @@ impl OAuth2RefresherBuilder {
         self.build(super::http_client())
     }
 
-    /// Builds the refresher over a hyper-util client with rustls (ring, Mozilla's roots).
-    #[cfg(feature = "rustls")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
+    /// Builds the refresher over [`https_client`](super::https_client) (feature `rustls`: ring
+    /// and Mozilla's roots; see there for the other choices).
+    #[cfg(feature = "https")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "https")))]
     pub fn build_https(self) -> Result<OAuth2Refresher<super::HttpsClient>, Error> {
         self.build(super::https_client()?)
     }

@@ -279,9 +279,9 @@ impl OAuth2RefresherBuilder {
         self.discover(super::http_client()).await
     }
 
-    /// [`discover`](Self::discover) over a hyper-util client with rustls.
-    #[cfg(feature = "rustls")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
+    /// [`discover`](Self::discover) over [`https_client`](super::https_client).
+    #[cfg(feature = "https")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "https")))]
     pub async fn discover_https(self) -> Result<OAuth2Refresher<super::HttpsClient>, Error> {
         self.discover(super::https_client()?).await
     }

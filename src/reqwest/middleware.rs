@@ -7,6 +7,7 @@ use reqwest_middleware::{Error, Next};
 
 use crate::auth::AuthLayer;
 use crate::handle::AuthHandle;
+use crate::refresh::RefreshError;
 
 /// Attaches the access token to every request of a reqwest client, refreshes it when needed,
 /// and retries a request the server rejected. Made by
@@ -43,23 +44,57 @@ impl AuthMiddleware {
     }
 }
 
-#[async_trait::async_trait]
-impl reqwest_middleware::Middleware for AuthMiddleware {
-    async fn handle(
+/// Where a request goes once the token is on it: the rest of a `reqwest_middleware` chain,
+/// or a plain client (progenitor's `ClientHooks::exec`).
+trait Sender {
+    type Error;
+    async fn send(&mut self, request: Request) -> Result<Response, Self::Error>;
+}
+
+struct ToNext<'a>(Next<'a>, &'a mut Extensions);
+
+impl Sender for ToNext<'_> {
+    type Error = Error;
+    async fn send(&mut self, request: Request) -> Result<Response, Error> {
+        self.0.clone().run(request, self.1).await
+    }
+}
+
+struct ToClient<'a>(&'a ::reqwest::Client);
+
+impl Sender for ToClient<'_> {
+    type Error = ::reqwest::Error;
+    async fn send(&mut self, request: Request) -> Result<Response, ::reqwest::Error> {
+        self.0.execute(request).await
+    }
+}
+
+/// Why a request sent through [`AuthMiddleware::send`] got no response to return.
+enum Failure<E> {
+    /// Sending failed: the client's or the next middleware's error.
+    Send(E),
+    /// No token could be had before sending; the request, unsent.
+    NoToken(RefreshError, Request),
+    /// The refresh after a rejection failed; the server's rejection.
+    Refresh(RefreshError, Response),
+}
+
+impl AuthMiddleware {
+    /// The middleware's work: attach the token, send, and after a rejection refresh once and
+    /// send the copy again.
+    async fn send<V: Sender>(
         &self,
         mut request: Request,
-        extensions: &mut Extensions,
-        next: Next<'_>,
-    ) -> reqwest_middleware::Result<Response> {
+        mut via: V,
+    ) -> Result<Response, Failure<V::Error>> {
         if request.headers().contains_key(AUTHORIZATION) || !self.allows(request.url()) {
-            return next.run(request, extensions).await;
+            return via.send(request).await.map_err(Failure::Send);
         }
         let (cache, windows) = (&self.layer.cache, self.layer.windows);
-        let entry = cache
-            .clone()
-            .acquire(windows)
-            .await
-            .map_err(Error::middleware)?;
+        let entry = match cache.clone().acquire(windows).await {
+            Ok(entry) => entry,
+            Err(error) => return Err(Failure::NoToken(error, request)),
+        };
         request
             .headers_mut()
             .insert(AUTHORIZATION, entry.header.clone());
@@ -68,7 +103,7 @@ impl reqwest_middleware::Middleware for AuthMiddleware {
         // Taken before sending: a reusable body is a reference count, a streaming one `None`.
         let retry = request.try_clone();
 
-        let response = next.clone().run(request, extensions).await?;
+        let response = via.send(request).await.map_err(Failure::Send)?;
         // reqwest follows redirects inside: a 401 from where they ended is about this
         // layer's token only if that origin may get it.
         if !self
@@ -97,19 +132,18 @@ impl reqwest_middleware::Middleware for AuthMiddleware {
             status,
             "token rejected; retrying with a newer token"
         );
-        // Frees the connection rather than hold it while the refresh runs.
+        let entry = match cache.clone().after_rejection(generation, windows).await {
+            Ok(entry) => entry,
+            Err(error) => return Err(Failure::Refresh(error, response)),
+        };
+        // Frees the connection rather than hold it for the retry.
         drop(response);
-        let entry = cache
-            .clone()
-            .after_rejection(generation, windows)
-            .await
-            .map_err(Error::middleware)?;
         retry
             .headers_mut()
             .insert(AUTHORIZATION, entry.header.clone());
         let retry_generation = entry.generation;
         drop(entry);
-        let response = next.run(retry, extensions).await?;
+        let response = via.send(retry).await.map_err(Failure::Send)?;
         if self
             .layer
             .rejection
@@ -120,6 +154,54 @@ impl reqwest_middleware::Middleware for AuthMiddleware {
             cache.accepted(retry_generation);
         }
         Ok(response)
+    }
+
+    /// Sends `request` with `client` and does what the middleware does (attach the token,
+    /// refresh, retry once after a rejection): for clients that take a plain
+    /// `reqwest::Client` and a hook around each request, such as progenitor's
+    /// `ClientHooks::exec`, whose body it makes one line.
+    ///
+    /// A `reqwest::Error` cannot carry a failed refresh, and this never invents a response:
+    /// when the refresh after a rejection fails, the server's own 401 is returned, with the
+    /// [`RefreshError`] in its extensions ([`failed_refresh`](super::failed_refresh) finds it).
+    /// When no token can be had at all, the request is sent without one and the server's
+    /// answer is returned the same way; ask for the token before (`AuthHandle::token`, in
+    /// progenitor's `ClientHooks::pre`) so that a failed login stops the request before it
+    /// leaves. See the [module docs](crate::reqwest#generated-clients-progenitor).
+    pub async fn execute(
+        &self,
+        client: &::reqwest::Client,
+        request: Request,
+    ) -> ::reqwest::Result<Response> {
+        let (mut response, error) = match self.send(request, ToClient(client)).await {
+            Ok(response) => return Ok(response),
+            Err(Failure::Send(error)) => return Err(error),
+            Err(Failure::Refresh(error, response)) => (response, error),
+            Err(Failure::NoToken(error, request)) => {
+                tracing::debug!(%error, "no token; the request is sent without one");
+                (client.execute(request).await?, error)
+            }
+        };
+        response.extensions_mut().insert(error);
+        Ok(response)
+    }
+}
+
+#[async_trait::async_trait]
+impl reqwest_middleware::Middleware for AuthMiddleware {
+    async fn handle(
+        &self,
+        request: Request,
+        extensions: &mut Extensions,
+        next: Next<'_>,
+    ) -> reqwest_middleware::Result<Response> {
+        match self.send(request, ToNext(next, extensions)).await {
+            Ok(response) => Ok(response),
+            Err(Failure::Send(error)) => Err(error),
+            Err(Failure::NoToken(error, _) | Failure::Refresh(error, _)) => {
+                Err(Error::middleware(error))
+            }
+        }
     }
 }
 

@@ -15,7 +15,7 @@
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::Full;
-use tower::{Layer, ServiceExt};
+use tower::Layer;
 use tower_auth_refresh::AuthLayer;
 use tower_auth_refresh::oauth2::{
     ClientAuthMethod, ErrorKind, OAuth2Refresher, OAuth2RefresherBuilder,

@@ -21,7 +21,7 @@ use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::time::Instant;
-use tower::{Layer, ServiceExt};
+use tower::Layer;
 use tower_auth_refresh::oauth2::{ErrorKind, HttpClient, OAuth2Refresher};
 use tower_auth_refresh::{AuthHandle, AuthLayer, AuthService, RefreshError};
 
