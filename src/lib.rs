@@ -103,7 +103,7 @@ pub use crate::refresh::{
     BoxError, RefreshError, RefreshErrorKind, RefreshReason, RefreshRequest, RevokeRequest,
     TerminalError, refresh_error,
 };
-pub use crate::token::{AccessToken, RefreshToken, Secret, TokenSet, jwt_expiry};
+pub use crate::token::{AccessToken, RefreshToken, Secret, TokenSet, TokenType, jwt_expiry};
 
 /// The README's examples, compiled as doc tests.
 #[cfg(all(doctest, feature = "rustls"))]

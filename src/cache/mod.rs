@@ -565,10 +565,12 @@ impl Shared {
         drop(lock(&self.notified));
     }
 
-    /// The `Authorization` header for `tokens`, built once per token and marked sensitive.
+    /// The `Authorization` header for `tokens` (`Bearer …` or `DPoP …`), built once per token and
+    /// marked sensitive.
     fn header(tokens: &TokenSet) -> Result<HeaderValue, RefreshError> {
+        let scheme = tokens.token_type().as_str();
         let mut header =
-            HeaderValue::try_from(format!("Bearer {}", tokens.access_token().secret()))
+            HeaderValue::try_from(format!("{scheme} {}", tokens.access_token().secret()))
                 .map_err(|_| RefreshError::new(RefreshErrorKind::InvalidToken))?;
         header.set_sensitive(true);
         Ok(header)

@@ -12,13 +12,16 @@ use tokio::time::Instant;
 use zeroize::Zeroizing;
 
 use super::Stored;
-use crate::token::TokenSet;
+use crate::token::{TokenSet, TokenType};
 
 #[derive(Serialize)]
 struct Out<'a> {
     version: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     access_token: Option<&'a str>,
+    /// Absent for Bearer tokens (as in the format before token types).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token_type: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     refresh_token: Option<&'a str>,
     /// Seconds since the Unix epoch.
@@ -32,6 +35,7 @@ struct Out<'a> {
 struct In {
     version: Option<u64>,
     access_token: Option<String>,
+    token_type: Option<String>,
     refresh_token: Option<String>,
     expires_at: Option<f64>,
     refresh_expires_at: Option<f64>,
@@ -62,6 +66,10 @@ pub(super) fn encode(tokens: Option<&TokenSet>, version: u64) -> Zeroizing<Vec<u
     let out = Out {
         version,
         access_token: tokens.map(|t| t.access_token().secret()),
+        token_type: tokens
+            .map(TokenSet::token_type)
+            .filter(|kind| *kind != TokenType::Bearer)
+            .map(TokenType::as_str),
         refresh_token: tokens.and_then(TokenSet::refresh_token).map(|t| t.secret()),
         expires_at: tokens.and_then(TokenSet::expires_at).and_then(to_unix),
         refresh_expires_at: tokens
@@ -84,6 +92,12 @@ pub(super) fn decode(json: &[u8]) -> Option<Stored> {
         .filter(|token| !token.is_empty())
         .map(|access_token| {
             let mut tokens = TokenSet::new(access_token);
+            if stored
+                .token_type
+                .is_some_and(|kind| kind.eq_ignore_ascii_case(TokenType::DPoP.as_str()))
+            {
+                tokens = tokens.with_token_type(TokenType::DPoP);
+            }
             if let Some(refresh_token) = stored.refresh_token {
                 tokens = tokens.with_refresh_token(refresh_token);
             }
@@ -126,6 +140,15 @@ mod tests {
                 tokens.refresh_expires_at().unwrap()
             ) < Duration::from_millis(5)
         );
+    }
+
+    #[test]
+    fn the_token_type_is_kept() {
+        let tokens = TokenSet::new("a").with_token_type(TokenType::DPoP);
+        let back = decode(&encode(Some(&tokens), 1)).unwrap().tokens.unwrap();
+        assert_eq!(back.token_type(), TokenType::DPoP);
+        let bearer = decode(&encode(Some(&TokenSet::new("a")), 1)).unwrap();
+        assert_eq!(bearer.tokens.unwrap().token_type(), TokenType::Bearer);
     }
 
     #[test]

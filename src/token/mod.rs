@@ -44,6 +44,28 @@ pub(crate) fn instant_after(base: Instant, lifetime: Duration) -> Instant {
         .unwrap_or(base)
 }
 
+/// How an access token is sent: the `Authorization` scheme.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TokenType {
+    /// `Authorization: Bearer <token>` (RFC 6750): whoever holds the token can use it.
+    #[default]
+    Bearer,
+    /// `Authorization: DPoP <token>` (RFC 9449), with a proof of the client's key on every
+    /// request: the token is bound to that key.
+    DPoP,
+}
+
+impl TokenType {
+    /// The scheme's name, as in `Authorization` headers and `token_type` answers.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Bearer => "Bearer",
+            Self::DPoP => "DPoP",
+        }
+    }
+}
+
 /// An access token with its optional refresh token and expiries.
 ///
 /// The expiry of the access token comes, in this order, from [`with_expires_in`] /
@@ -59,6 +81,7 @@ pub(crate) fn instant_after(base: Instant, lifetime: Duration) -> Instant {
 #[derive(Clone, PartialEq, Eq)]
 pub struct TokenSet {
     access_token: AccessToken,
+    token_type: TokenType,
     refresh_token: Option<RefreshToken>,
     expires_at: Option<Instant>,
     refresh_expires_at: Option<Instant>,
@@ -69,10 +92,23 @@ impl TokenSet {
     pub fn new(access_token: impl Into<AccessToken>) -> Self {
         Self {
             access_token: access_token.into(),
+            token_type: TokenType::Bearer,
             refresh_token: None,
             expires_at: None,
             refresh_expires_at: None,
         }
+    }
+
+    /// The kind of access token (default [`TokenType::Bearer`]): a
+    /// [`DPoP`](TokenType::DPoP) token is sent as `Authorization: DPoP <token>`.
+    pub fn with_token_type(mut self, token_type: TokenType) -> Self {
+        self.token_type = token_type;
+        self
+    }
+
+    /// The kind of access token.
+    pub fn token_type(&self) -> TokenType {
+        self.token_type
     }
 
     /// Adds the refresh token that came with the access token.
@@ -182,6 +218,7 @@ impl fmt::Debug for TokenSet {
         let left = |at: Option<Instant>| at.map(|at| at.saturating_duration_since(now));
         f.debug_struct("TokenSet")
             .field("access_token", &self.access_token)
+            .field("token_type", &self.token_type)
             .field("refresh_token", &self.refresh_token)
             .field("expires_in", &left(self.expires_at))
             .field("refresh_expires_in", &left(self.refresh_expires_at))
