@@ -1,6 +1,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use http::header::AUTHORIZATION;
@@ -9,8 +10,6 @@ use pin_project_lite::pin_project;
 use tower::Service;
 use tower::util::Oneshot;
 
-use std::sync::Arc;
-
 use super::service::Shared;
 use crate::cache::Outcome;
 use crate::refresh::BoxError;
@@ -18,10 +17,6 @@ use crate::refresh::BoxError;
 /// Waiting for a token: boxed, as it only happens off the hot path (no token yet, a token in
 /// its hard window, or after a rejection).
 type Wait = Pin<Box<dyn Future<Output = Outcome> + Send>>;
-
-/// The generation of a request whose `Authorization` header the caller set: never ours to
-/// refresh or retry.
-const NOT_OURS: u64 = 0;
 
 /// What the policy kept for a retry, with the policy's function that makes the retry from it.
 pub(super) struct Replay<K, B> {
@@ -39,31 +34,57 @@ impl<K, B> Replay<K, B> {
     }
 }
 
+/// A request sent with this layer's token, and what its response may call for.
+pub(super) struct Sent<S, B, K> {
+    /// The generation of the token it was sent with.
+    generation: u64,
+    shared: Arc<Shared>,
+    /// What a retry needs: the kept copy and a clone of the inner service.
+    retry: Option<(Replay<K, B>, S)>,
+}
+
 pin_project! {
     /// The response future of [`AuthService`](crate::AuthService).
     ///
     /// `B` is the body type the inner service receives, `K` what the replay policy keeps for
-    /// a retry ([`ReplayPolicy::Kept`](crate::replay::ReplayPolicy::Kept)).
+    /// a retry ([`ReplayPolicy::Kept`](crate::replay::ReplayPolicy::Kept)). Small on the hot
+    /// path: a request that waits for a token, or is retried, moves into a box.
     pub struct ResponseFuture<S, B, K = Request<B>>
     where
         S: Service<Request<B>>,
     {
         #[pin]
-        state: State<S, B>,
-        // What the policy kept, to send again if the first attempt is rejected.
-        replay: Option<Replay<K, B>>,
-        // A clone of the inner service for that second attempt.
-        retry_service: Option<S>,
-        // The generation of the token the request was sent with.
-        generation: u64,
-        // The service's view of the session; `None` for a request that is not ours.
-        shared: Option<Arc<Shared>>,
+        state: State<S, B, K>,
     }
 }
 
 pin_project! {
     #[project = StateProj]
-    enum State<S, B>
+    enum State<S, B, K>
+    where
+        S: Service<Request<B>>,
+    {
+        // Not ours (the caller's own `Authorization`, another origin): the inner future as it is.
+        Passthrough {
+            #[pin]
+            future: S::Future,
+        },
+        // Sent with our token: the hot path.
+        Sent {
+            #[pin]
+            future: S::Future,
+            sent: Option<Sent<S, B, K>>,
+        },
+        // Off the hot path: waiting for a token, or retrying.
+        Cold {
+            cold: Pin<Box<Cold<S, B, K>>>,
+        },
+    }
+}
+
+pin_project! {
+    #[project = ColdProj]
+    enum Cold<S, B, K>
     where
         S: Service<Request<B>>,
     {
@@ -74,26 +95,32 @@ pin_project! {
             wait: Wait,
             request: Option<Request<B>>,
             service: Option<S>,
+            kept: Option<Replay<K, B>>,
+            shared: Arc<Shared>,
         },
         // The token is attached: waiting for the service to be ready.
         Readying {
             request: Option<Request<B>>,
             service: Option<S>,
+            sent: Option<Sent<S, B, K>>,
         },
         Sent {
             #[pin]
             future: S::Future,
+            sent: Option<Sent<S, B, K>>,
         },
         // The server rejected the token: waiting for a newer one.
         Refreshing {
             wait: Wait,
             retry: Option<(Request<B>, S)>,
+            shared: Arc<Shared>,
         },
         // The one retry; its response goes back whatever it is.
         Retrying {
             #[pin]
             future: Oneshot<S, Request<B>>,
             generation: u64,
+            shared: Arc<Shared>,
         },
     }
 }
@@ -104,11 +131,7 @@ where
 {
     pub(super) fn passthrough(future: S::Future) -> Self {
         Self {
-            state: State::Sent { future },
-            replay: None,
-            retry_service: None,
-            generation: NOT_OURS,
-            shared: None,
+            state: State::Passthrough { future },
         }
     }
 
@@ -118,32 +141,101 @@ where
         retry: Option<(Replay<K, B>, S)>,
         shared: Arc<Shared>,
     ) -> Self {
-        let (replay, retry_service) = retry.unzip();
         Self {
-            state: State::Sent { future },
-            replay,
-            retry_service,
-            generation,
-            shared: Some(shared),
+            state: State::Sent {
+                future,
+                sent: Some(Sent {
+                    generation,
+                    shared,
+                    retry,
+                }),
+            },
         }
     }
 
     pub(super) fn waiting(
         request: Request<B>,
         service: S,
-        replay: Option<Replay<K, B>>,
+        kept: Option<Replay<K, B>>,
         shared: Arc<Shared>,
     ) -> Self {
         Self {
-            state: State::Waiting {
-                wait: Box::pin(shared.cache.clone().acquire(shared.windows)),
-                request: Some(request),
-                service: Some(service),
+            state: State::Cold {
+                cold: Box::pin(Cold::Waiting {
+                    wait: Box::pin(shared.cache.clone().acquire(shared.windows)),
+                    request: Some(request),
+                    service: Some(service),
+                    kept,
+                    shared,
+                }),
             },
-            replay,
-            retry_service: None,
-            generation: NOT_OURS,
-            shared: Some(shared),
+        }
+    }
+}
+
+/// What a response to a request sent with our token calls for.
+enum Next<S, B, K, ResB>
+where
+    S: Service<Request<B>>,
+{
+    /// It goes back to the caller.
+    Done(Response<ResB>),
+    /// The token was rejected and the request can be sent again: wait for a newer token.
+    Retry(Cold<S, B, K>),
+}
+
+/// Decides on `response`: accepted, or rejected (then no refresh allowed, a retry, or a refresh
+/// in the background for a request that cannot be replayed).
+fn on_response<S, B, K, ResB>(response: Response<ResB>, sent: Sent<S, B, K>) -> Next<S, B, K, ResB>
+where
+    S: Service<Request<B>>,
+{
+    let Sent {
+        generation,
+        shared,
+        retry,
+    } = sent;
+    if !shared
+        .rejection
+        .matches(response.status(), response.headers())
+    {
+        shared.cache.accepted(generation);
+        return Next::Done(response);
+    }
+    if !answered_by_allowed_origin(&response, &shared) || !shared.cache.rejected(generation) {
+        return Next::Done(response);
+    }
+    let status = response.status().as_u16();
+    let retry = retry.and_then(|(kept, service)| Some((kept.into_request()?, service)));
+    match retry {
+        Some(retry) => {
+            tracing::debug!(
+                generation,
+                status,
+                "token rejected; retrying with a newer token"
+            );
+            let wait = Box::pin(
+                shared
+                    .cache
+                    .clone()
+                    .after_rejection(generation, shared.windows),
+            );
+            Next::Retry(Cold::Refreshing {
+                wait,
+                retry: Some(retry),
+                shared,
+            })
+        }
+        None => {
+            tracing::debug!(
+                generation,
+                status,
+                "token rejected; the request cannot be replayed"
+            );
+            shared
+                .cache
+                .refresh_after_rejection(generation, &shared.windows);
+            Next::Done(response)
         }
     }
 }
@@ -157,12 +249,52 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
+        match this.state.as_mut().project() {
+            StateProj::Passthrough { future } => future.poll(cx).map_err(Into::into),
+            StateProj::Sent { future, sent } => {
+                let response = ready!(future.poll(cx)).map_err(Into::into)?;
+                // The common case decided in place: a response that does not reject the token.
+                if let Some(accepted) = sent.as_ref().filter(|sent| {
+                    !sent
+                        .shared
+                        .rejection
+                        .matches(response.status(), response.headers())
+                }) {
+                    accepted.shared.cache.accepted(accepted.generation);
+                    return Poll::Ready(Ok(response));
+                }
+                let sent = sent.take().expect("ResponseFuture polled after completion");
+                match on_response(response, sent) {
+                    Next::Done(response) => Poll::Ready(Ok(response)),
+                    Next::Retry(refreshing) => {
+                        let mut cold = Box::pin(refreshing);
+                        let polled = cold.as_mut().poll(cx);
+                        this.state.set(State::Cold { cold });
+                        polled
+                    }
+                }
+            }
+            StateProj::Cold { cold } => cold.as_mut().poll(cx),
+        }
+    }
+}
+
+impl<S, B, K, ResB> Future for Cold<S, B, K>
+where
+    S: Service<Request<B>, Response = Response<ResB>> + Clone,
+    S::Error: Into<BoxError>,
+{
+    type Output = Result<Response<ResB>, BoxError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         loop {
-            match this.state.as_mut().project() {
-                StateProj::Waiting {
+            match self.as_mut().project() {
+                ColdProj::Waiting {
                     wait,
                     request,
                     service,
+                    kept,
+                    shared,
                 } => {
                     let entry = ready!(wait.as_mut().poll(cx))?;
                     let (mut request, service) = request
@@ -172,16 +304,23 @@ where
                     request
                         .headers_mut()
                         .insert(AUTHORIZATION, entry.header.clone());
-                    *this.generation = entry.generation;
-                    if this.replay.is_some() {
-                        *this.retry_service = Some(service.clone());
-                    }
-                    this.state.set(State::Readying {
+                    let retry = kept.take().map(|kept| (kept, service.clone()));
+                    let sent = Sent {
+                        generation: entry.generation,
+                        shared: Arc::clone(shared),
+                        retry,
+                    };
+                    self.set(Cold::Readying {
                         request: Some(request),
                         service: Some(service),
+                        sent: Some(sent),
                     });
                 }
-                StateProj::Readying { request, service } => {
+                ColdProj::Readying {
+                    request,
+                    service,
+                    sent,
+                } => {
                     let ready = service
                         .as_mut()
                         .expect("ResponseFuture polled after completion");
@@ -191,63 +330,22 @@ where
                         .zip(service.take())
                         .expect("ResponseFuture polled after completion");
                     let future = service.call(request);
-                    this.state.set(State::Sent { future });
+                    let sent = sent.take();
+                    self.set(Cold::Sent { future, sent });
                 }
-                StateProj::Sent { future } => {
+                ColdProj::Sent { future, sent } => {
                     let response = ready!(future.poll(cx)).map_err(Into::into)?;
-                    let Some(shared) = this.shared.as_ref() else {
-                        return Poll::Ready(Ok(response));
-                    };
-                    let generation = *this.generation;
-                    if generation == NOT_OURS {
-                        return Poll::Ready(Ok(response));
-                    }
-                    if !shared
-                        .rejection
-                        .matches(response.status(), response.headers())
-                    {
-                        shared.cache.accepted(generation);
-                        return Poll::Ready(Ok(response));
-                    }
-                    if !answered_by_allowed_origin(&response, shared)
-                        || !shared.cache.rejected(generation)
-                    {
-                        return Poll::Ready(Ok(response));
-                    }
-                    let status = response.status().as_u16();
-                    let replay = this.replay.take().and_then(Replay::into_request);
-                    match replay.zip(this.retry_service.take()) {
-                        Some(retry) => {
-                            tracing::debug!(
-                                generation,
-                                status,
-                                "token rejected; retrying with a newer token"
-                            );
-                            let wait = Box::pin(
-                                shared
-                                    .cache
-                                    .clone()
-                                    .after_rejection(generation, shared.windows),
-                            );
-                            this.state.set(State::Refreshing {
-                                wait,
-                                retry: Some(retry),
-                            });
-                        }
-                        None => {
-                            tracing::debug!(
-                                generation,
-                                status,
-                                "token rejected; the request cannot be replayed"
-                            );
-                            shared
-                                .cache
-                                .refresh_after_rejection(generation, &shared.windows);
-                            return Poll::Ready(Ok(response));
-                        }
+                    let sent = sent.take().expect("ResponseFuture polled after completion");
+                    match on_response(response, sent) {
+                        Next::Done(response) => return Poll::Ready(Ok(response)),
+                        Next::Retry(refreshing) => self.set(refreshing),
                     }
                 }
-                StateProj::Refreshing { wait, retry } => {
+                ColdProj::Refreshing {
+                    wait,
+                    retry,
+                    shared,
+                } => {
                     let entry = ready!(wait.as_mut().poll(cx))?;
                     let (mut request, service) = retry
                         .take()
@@ -255,23 +353,26 @@ where
                     request
                         .headers_mut()
                         .insert(AUTHORIZATION, entry.header.clone());
-                    let future = Oneshot::new(service, request);
-                    this.state.set(State::Retrying {
-                        future,
+                    let shared = Arc::clone(shared);
+                    self.set(Cold::Retrying {
+                        future: Oneshot::new(service, request),
                         generation: entry.generation,
+                        shared,
                     });
                 }
-                StateProj::Retrying { future, generation } => {
+                ColdProj::Retrying {
+                    future,
+                    generation,
+                    shared,
+                } => {
                     let response = ready!(future.poll(cx)).map_err(Into::into)?;
-                    if let Some(shared) = this.shared.as_ref() {
-                        if shared
-                            .rejection
-                            .matches(response.status(), response.headers())
-                        {
-                            shared.cache.retry_rejected(*generation);
-                        } else {
-                            shared.cache.accepted(*generation);
-                        }
+                    if shared
+                        .rejection
+                        .matches(response.status(), response.headers())
+                    {
+                        shared.cache.retry_rejected(*generation);
+                    } else {
+                        shared.cache.accepted(*generation);
                     }
                     return Poll::Ready(Ok(response));
                 }
@@ -301,15 +402,18 @@ where
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {
-            State::Waiting { .. } => "waiting for a token",
-            State::Readying { .. } => "waiting for the service",
+            State::Passthrough { .. } => "sent (not ours)",
             State::Sent { .. } => "sent",
-            State::Refreshing { .. } => "waiting for a newer token",
-            State::Retrying { .. } => "retrying",
+            State::Cold { cold } => match &**cold {
+                Cold::Waiting { .. } => "waiting for a token",
+                Cold::Readying { .. } => "waiting for the service",
+                Cold::Sent { .. } => "sent",
+                Cold::Refreshing { .. } => "waiting for a newer token",
+                Cold::Retrying { .. } => "retrying",
+            },
         };
         f.debug_struct("ResponseFuture")
             .field("state", &state)
-            .field("generation", &self.generation)
             .finish_non_exhaustive()
     }
 }

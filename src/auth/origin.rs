@@ -86,8 +86,12 @@ impl Origin {
     }
 }
 
+#[inline]
 fn scheme_is_https(uri: &Uri) -> Option<bool> {
+    // The standard schemes come as static lowercase text: compared at once.
     match uri.scheme_str()? {
+        "https" => Some(true),
+        "http" => Some(false),
         scheme if scheme.eq_ignore_ascii_case("https") => Some(true),
         scheme if scheme.eq_ignore_ascii_case("http") => Some(false),
         _ => None,
@@ -200,6 +204,16 @@ fn safe_default(uri: &Uri) -> bool {
 /// common forms are read in one pass: `Uri::host` and the address parser each cost more than
 /// the rest of a request's checks together.
 fn is_loopback_authority(authority: &[u8]) -> bool {
+    // The common ones first, compared whole.
+    for host in [&b"127.0.0.1"[..], b"localhost"] {
+        if let Some(rest) = authority.strip_prefix(host) {
+            match rest {
+                [] => return true,
+                [b':', port @ ..] if port.iter().all(u8::is_ascii_digit) => return true,
+                _ => {}
+            }
+        }
+    }
     match authority {
         // An `@` ends the octets too: `127.0.0.1@elsewhere` is not this machine.
         [b'1', b'2', b'7', b'.', rest @ ..] => is_three_octets(rest),

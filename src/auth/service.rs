@@ -11,7 +11,7 @@ use tower::{Service, ServiceExt};
 use super::future::{Replay, ResponseFuture};
 use super::origin::Origins;
 use super::rejection::Rejection;
-use crate::cache::{Phase, TokenCache, Windows};
+use crate::cache::{CurrentView, Phase, TokenCache, Windows};
 use crate::refresh::BoxError;
 use crate::replay::{CloneBody, ReplayPolicy};
 
@@ -34,6 +34,8 @@ use crate::replay::{CloneBody, ReplayPolicy};
 pub struct AuthService<S, P = CloneBody> {
     inner: S,
     replay: P,
+    /// This service's view of the current token: the hot path reads it.
+    current: CurrentView,
     /// What every request may need: one reference count per request that needs it.
     shared: Arc<Shared>,
 }
@@ -58,6 +60,7 @@ impl<S, P> AuthService<S, P> {
         Self {
             inner,
             replay,
+            current: cache.view(),
             shared: Arc::new(Shared {
                 cache,
                 windows,
@@ -131,7 +134,7 @@ where
         }
         let replay = kept.map(|kept| Replay::new(kept, P::replay));
         let now = shared.cache.now();
-        let current = shared.cache.current();
+        let current = self.current.load();
         let usable = current
             .as_deref()
             .map(|entry| (entry, entry.phase(now, &shared.windows)))
@@ -147,7 +150,6 @@ where
                     .headers_mut()
                     .insert(AUTHORIZATION, entry.header.clone());
                 let generation = entry.generation;
-                drop(current);
                 let retry = replay.map(|replay| (replay, self.inner.clone()));
                 ResponseFuture::sent(
                     self.inner.call(request),
@@ -157,7 +159,6 @@ where
                 )
             }
             None => {
-                drop(current);
                 // Release what `poll_ready` reserved (a `Buffer` slot, a permit): the wait may
                 // be long, and the refresher may need that capacity. The future polls a clone
                 // ready once the token is there.

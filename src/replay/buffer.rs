@@ -2,7 +2,7 @@
 
 use http::Request;
 
-use super::{ReplayBody, ReplayPolicy};
+use super::{ReplayBody, ReplayPolicy, Snapshot};
 
 /// Makes any body replayable by buffering what it streams, up to a cap.
 ///
@@ -74,33 +74,25 @@ where
     B: http_body::Body,
 {
     type Body = ReplayBody<B>;
-    type Kept = Request<ReplayBody<B>>;
+    type Kept = Snapshot<ReplayBody<B>>;
 
     fn prepare(
         &self,
         request: Request<B>,
         keep: bool,
-    ) -> (Request<ReplayBody<B>>, Option<Request<ReplayBody<B>>>) {
+    ) -> (Request<ReplayBody<B>>, Option<Snapshot<ReplayBody<B>>>) {
         let request = request.map(|body| ReplayBody::new(body, self.max));
-        let copy = if keep { copy_of(&request) } else { None };
+        // The copy replays what the original streams; the rest is a snapshot of its text.
+        let copy = keep
+            .then(|| request.body().replay_copy())
+            .flatten()
+            .and_then(|body| Snapshot::of(&request, body));
         (request, copy)
     }
 
-    fn replay(copy: Request<ReplayBody<B>>) -> Option<Request<ReplayBody<B>>> {
-        copy.body().is_replayable().then_some(copy)
+    fn replay(copy: Snapshot<ReplayBody<B>>) -> Option<Request<ReplayBody<B>>> {
+        copy.body().is_replayable().then(|| copy.into_request())?
     }
-}
-
-/// A copy of `request` whose body will replay what the original streams.
-fn copy_of<B>(request: &Request<ReplayBody<B>>) -> Option<Request<ReplayBody<B>>> {
-    let body = request.body().replay_copy()?;
-    let mut copy = Request::new(body);
-    *copy.method_mut() = request.method().clone();
-    *copy.uri_mut() = request.uri().clone();
-    *copy.version_mut() = request.version();
-    *copy.headers_mut() = request.headers().clone();
-    *copy.extensions_mut() = request.extensions().clone();
-    Some(copy)
 }
 
 /// [`BufferBody`], with each [`ReplayBody`] turned into the body type the inner service takes.
@@ -120,7 +112,7 @@ where
     F: Fn(ReplayBody<B>) -> T + Clone,
 {
     type Body = T;
-    type Kept = (Request<ReplayBody<B>>, F);
+    type Kept = (Snapshot<ReplayBody<B>>, F);
 
     fn prepare(&self, request: Request<B>, keep: bool) -> (Request<T>, Option<Self::Kept>) {
         let (request, copy) = self.buffer.prepare(request, keep);

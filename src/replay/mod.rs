@@ -31,7 +31,7 @@
 //!         .unwrap()
 //! };
 //!
-//! // `Full<Bytes>` is replayable: the copy is the request, cloned before it is sent.
+//! // `Full<Bytes>` is replayable: a snapshot is kept before it is sent, and made into the copy.
 //! let (sent, copy) = CloneBody.prepare(request(), true);
 //! let copy = CloneBody::replay(copy.unwrap()).expect("a clone replays");
 //! assert_eq!(copy.uri(), sent.uri());
@@ -55,8 +55,10 @@ mod body;
 mod buffer;
 mod policy;
 mod replayable;
+mod snapshot;
 
 pub use self::body::ReplayBody;
 pub use self::buffer::{BufferBody, MapReplayBody};
 pub use self::policy::{CloneBody, NoReplay, ReplayPolicy};
 pub use self::replayable::ReplayableBody;
+pub use self::snapshot::Snapshot;

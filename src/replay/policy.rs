@@ -2,7 +2,7 @@
 
 use http::Request;
 
-use super::ReplayableBody;
+use super::{ReplayableBody, Snapshot};
 
 /// Prepares requests for sending and keeps what a retry needs.
 ///
@@ -33,8 +33,9 @@ pub trait ReplayPolicy<B>: Clone {
     fn replay(kept: Self::Kept) -> Option<Request<Self::Body>>;
 }
 
-/// Replays requests whose body is a [`ReplayableBody`]: a copy of the request is kept before it
-/// is sent. The default policy.
+/// Replays requests whose body is a [`ReplayableBody`]: before it is sent, the request is kept
+/// as a [`Snapshot`] (its text in one buffer, a clone of its body), and made again from it for
+/// a retry. The default policy.
 ///
 /// A body that is not `ReplayableBody` is a compile error that names
 /// [`BufferBody`](super::BufferBody). See the [module docs](super).
@@ -51,17 +52,21 @@ where
     B: ReplayableBody, // not replayable: `.replay_policy(BufferBody::default())`, see `replay`
 {
     type Body = B;
-    type Kept = Request<B>;
+    type Kept = Snapshot<B>;
 
     #[inline]
-    fn prepare(&self, request: Request<B>, keep: bool) -> (Request<B>, Option<Request<B>>) {
-        let copy = keep.then(|| request.clone());
-        (request, copy)
+    fn prepare(&self, request: Request<B>, keep: bool) -> (Request<B>, Option<Snapshot<B>>) {
+        let kept = if keep {
+            Snapshot::of(&request, request.body().clone())
+        } else {
+            None
+        };
+        (request, kept)
     }
 
     #[inline]
-    fn replay(kept: Request<B>) -> Option<Request<B>> {
-        Some(kept)
+    fn replay(kept: Snapshot<B>) -> Option<Request<B>> {
+        kept.into_request()
     }
 }
 

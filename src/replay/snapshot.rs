@@ -1,0 +1,215 @@
+//! What [`CloneBody`](super::CloneBody) keeps of a request: cheap to take, rebuilt only for a
+//! retry.
+//!
+//! Cloning a whole `Request` copies its header map (two allocations) and promotes the `Bytes`
+//! behind its URI and each header value to shared storage (one allocation each, the first time).
+//! Every request pays that before it is sent, though few are ever retried. A snapshot copies the
+//! text instead, the URI and every header name and value, into one buffer of the exact size,
+//! and keeps the method, the version, the extensions and a clone of the body; the `Request` is
+//! made again from it only when a rejection calls for a retry.
+
+use std::fmt;
+
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue};
+use http::{Extensions, HeaderMap, Method, Request, Uri, Version};
+
+/// A request as kept for a retry. See the [module docs](self).
+pub struct Snapshot<B> {
+    method: Method,
+    version: Version,
+    /// The URI, then for each header: the name's length and the value's (both `u16`), a flag
+    /// (sensitive), the name and the value.
+    text: Box<[u8]>,
+    uri: usize,
+    headers: usize,
+    extensions: Extensions,
+    body: B,
+}
+
+const SENSITIVE: u8 = 1;
+
+impl<B> Snapshot<B> {
+    /// A snapshot of `request`, with `body` (a copy of its body). `None` if a header is too
+    /// long to keep (over 64 KiB): such a request is not retried.
+    pub(crate) fn of(request: &Request<B>, body: B) -> Option<Self> {
+        let uri = UriText::of(request.uri());
+        let headers = request.headers();
+        let mut size = uri.len();
+        for (name, value) in headers {
+            size += 5 + name.as_str().len() + value.len();
+        }
+        let mut text = Vec::with_capacity(size);
+        uri.write(&mut text);
+        for (name, value) in headers {
+            let (name, value_bytes) = (name.as_str().as_bytes(), value.as_bytes());
+            text.extend_from_slice(&u16::try_from(name.len()).ok()?.to_le_bytes());
+            text.extend_from_slice(&u16::try_from(value_bytes.len()).ok()?.to_le_bytes());
+            text.push(if value.is_sensitive() { SENSITIVE } else { 0 });
+            text.extend_from_slice(name);
+            text.extend_from_slice(value_bytes);
+        }
+        Some(Self {
+            method: request.method().clone(),
+            version: request.version(),
+            uri: uri.len(),
+            headers: headers.len(),
+            text: text.into_boxed_slice(),
+            extensions: request.extensions().clone(),
+            body,
+        })
+    }
+
+    /// The body kept.
+    pub(crate) fn body(&self) -> &B {
+        &self.body
+    }
+
+    /// The request again; `None` if its parts no longer parse (they always do: they came
+    /// from a request).
+    pub(crate) fn into_request(self) -> Option<Request<B>> {
+        let (uri, mut rest) = self.text.split_at(self.uri);
+        let uri = Uri::from_maybe_shared(Bytes::copy_from_slice(uri)).ok()?;
+        let mut headers = HeaderMap::with_capacity(self.headers);
+        for _ in 0..self.headers {
+            let (lengths, after) = rest.split_at_checked(5)?;
+            let name_len = usize::from(u16::from_le_bytes([lengths[0], lengths[1]]));
+            let value_len = usize::from(u16::from_le_bytes([lengths[2], lengths[3]]));
+            let (name, after) = after.split_at_checked(name_len)?;
+            let (value, after) = after.split_at_checked(value_len)?;
+            rest = after;
+            let name = HeaderName::from_bytes(name).ok()?;
+            let mut value = HeaderValue::from_bytes(value).ok()?;
+            value.set_sensitive(lengths[4] & SENSITIVE != 0);
+            headers.append(name, value);
+        }
+        let mut request = Request::new(self.body);
+        *request.method_mut() = self.method;
+        *request.version_mut() = self.version;
+        *request.uri_mut() = uri;
+        *request.headers_mut() = headers;
+        *request.extensions_mut() = self.extensions;
+        Some(request)
+    }
+}
+
+/// A URI's text, in parts, as `Display` writes it (without allocating a `String`).
+struct UriText<'a> {
+    scheme: Option<&'a str>,
+    authority: Option<&'a str>,
+    path_and_query: Option<&'a str>,
+}
+
+impl<'a> UriText<'a> {
+    fn of(uri: &'a Uri) -> Self {
+        Self {
+            scheme: uri.scheme_str(),
+            authority: uri.authority().map(|authority| authority.as_str()),
+            path_and_query: uri.path_and_query().map(|path| path.as_str()),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.scheme.map_or(0, |scheme| scheme.len() + 3)
+            + self.authority.map_or(0, str::len)
+            + self.path_and_query.map_or(0, str::len)
+    }
+
+    fn write(&self, text: &mut Vec<u8>) {
+        if let Some(scheme) = self.scheme {
+            text.extend_from_slice(scheme.as_bytes());
+            text.extend_from_slice(b"://");
+        }
+        if let Some(authority) = self.authority {
+            text.extend_from_slice(authority.as_bytes());
+        }
+        if let Some(path) = self.path_and_query {
+            text.extend_from_slice(path.as_bytes());
+        }
+    }
+}
+
+impl<B> fmt::Debug for Snapshot<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The text holds header values: the `Authorization` of a request that had one, cookies.
+        f.debug_struct("Snapshot")
+            .field("method", &self.method)
+            .field("headers", &self.headers)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Clone, Debug, PartialEq)]
+    struct Marker(u32);
+
+    fn same<B: PartialEq + fmt::Debug>(a: &Request<B>, b: &Request<B>) {
+        assert_eq!(a.method(), b.method());
+        assert_eq!(a.uri(), b.uri());
+        assert_eq!(a.version(), b.version());
+        assert_eq!(a.body(), b.body());
+        let pairs = |r: &Request<B>| {
+            r.headers()
+                .iter()
+                .map(|(n, v)| (n.clone(), v.clone(), v.is_sensitive()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(pairs(a), pairs(b));
+    }
+
+    #[test]
+    fn a_request_comes_back_whole() {
+        let mut request = Request::post("https://api.example:8443/a/b?c=d&e")
+            .version(Version::HTTP_2)
+            .header("accept", "application/json")
+            .header("x-many", "one")
+            .header("x-many", "two")
+            .header("x-binary", HeaderValue::from_bytes(b"\xfa\xfb").unwrap())
+            .extension(Marker(7))
+            .body(String::from("{\"n\":1}"))
+            .unwrap();
+        let mut secret = HeaderValue::from_static("Basic c2VjcmV0");
+        secret.set_sensitive(true);
+        request.headers_mut().insert("proxy-authorization", secret);
+        let kept = Snapshot::of(&request, request.body().clone()).unwrap();
+        let again = kept.into_request().unwrap();
+        same(&request, &again);
+        assert_eq!(again.extensions().get::<Marker>(), Some(&Marker(7)));
+        assert!(
+            again
+                .headers()
+                .get("proxy-authorization")
+                .unwrap()
+                .is_sensitive()
+        );
+    }
+
+    #[test]
+    fn relative_uris_and_methods_of_any_name() {
+        let request = Request::builder()
+            .method(Method::from_bytes(b"PURGE").unwrap())
+            .uri("/pkg.Service/Method")
+            .body(())
+            .unwrap();
+        let again = Snapshot::of(&request, ()).unwrap().into_request().unwrap();
+        same(&request, &again);
+        let star = Request::options("*").body(()).unwrap();
+        same(
+            &star,
+            &Snapshot::of(&star, ()).unwrap().into_request().unwrap(),
+        );
+    }
+
+    #[test]
+    fn debug_shows_no_header_value() {
+        let request = Request::get("https://a.example/")
+            .header("cookie", "session=secret-value")
+            .body(())
+            .unwrap();
+        let shown = format!("{:?}", Snapshot::of(&request, ()).unwrap());
+        assert!(!shown.contains("secret"), "{shown}");
+    }
+}
