@@ -29,7 +29,7 @@ use http::header::{ACCEPT, USER_AGENT};
 use http::{Request, Response};
 use http_body_util::Full;
 use tower::{Layer, Service, service_fn};
-use tower_auth_refresh::replay::NoReplay;
+use tower_auth_refresh::replay::{BufferBody, NoReplay, ReplayBody};
 use tower_auth_refresh::{AuthLayer, RefreshRequest, TokenSet};
 use tower_http::auth::AddAuthorizationLayer;
 
@@ -57,9 +57,9 @@ fn request(with_headers: bool) -> Request<Body> {
 }
 
 /// Sends one request through a service whose future is ready at once.
-fn send<S>(service: &mut S, request: Request<Body>)
+fn send<S, B>(service: &mut S, request: Request<B>)
 where
-    S: Service<Request<Body>, Response = Response<Body>>,
+    S: Service<Request<B>, Response = Response<Body>>,
     S::Error: std::fmt::Debug,
 {
     let mut cx = Context::from_waker(Waker::noop());
@@ -69,6 +69,24 @@ where
         Poll::Ready(response) => drop(black_box(response.unwrap())),
         Poll::Pending => panic!("the hot path must not wait"),
     }
+}
+
+/// The API for `BufferBody`'s requests: it streams the body, as a client sends it, so that it
+/// can be replayed; the future is ready at once.
+fn buffered_api() -> impl Service<
+    Request<ReplayBody<Body>>,
+    Response = Response<Body>,
+    Error = Infallible,
+    Future = Ready<Result<Response<Body>, Infallible>>,
+> + Clone
++ Send
++ 'static {
+    service_fn(|request: Request<ReplayBody<Body>>| {
+        let mut body = std::pin::pin!(request.into_body());
+        let mut cx = Context::from_waker(Waker::noop());
+        while let Poll::Ready(Some(_)) = http_body::Body::poll_frame(body.as_mut(), &mut cx) {}
+        ready(Ok(Response::new(Body::default())))
+    })
 }
 
 /// A layer holding a valid token.
@@ -200,56 +218,33 @@ fn add_authorization() -> impl Service<
     AddAuthorizationLayer::bearer("token").layer(api())
 }
 
-/// `inner`, copying each request first and dropping the copy once the response is there,
-/// as `AuthService` does with the default replay policy.
-#[derive(Clone)]
-struct Copying<S>(S);
+/// Sends a stretch of requests through one service and times it: `(requests, with_headers)`.
+type Chunk = Box<dyn FnMut(usize, bool) -> Duration>;
 
-impl<S> Service<Request<Body>> for Copying<S>
+/// Times `requests` requests through `service`, built before the timed stretch, or inside it
+/// (`in_loop`), as a user's code builds them.
+fn chunk<S, B>(mut service: S, in_loop: bool) -> Chunk
 where
-    S: Service<Request<Body>>,
-    S::Future: Unpin,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = WithCopy<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.0.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request<Body>) -> Self::Future {
-        let copy = request.clone();
-        WithCopy(self.0.call(request), Some(copy))
-    }
-}
-
-struct WithCopy<F>(F, Option<Request<Body>>);
-
-impl<F: Future + Unpin> Future for WithCopy<F> {
-    type Output = F::Output;
-
-    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        let output = std::task::ready!(std::pin::Pin::new(&mut self.0).poll(cx));
-        drop(black_box(self.1.take()));
-        Poll::Ready(output)
-    }
-}
-
-/// Sends a chunk of requests through one service and times it.
-type Chunk = Box<dyn FnMut(Vec<Request<Body>>) -> Duration>;
-
-fn chunk<S>(mut service: S) -> Chunk
-where
-    S: Service<Request<Body>, Response = Response<Body>> + 'static,
+    S: Service<Request<B>, Response = Response<Body>> + 'static,
     S::Error: std::fmt::Debug,
+    B: From<Body> + 'static,
 {
-    Box::new(move |requests| {
-        let started = Instant::now();
-        for request in requests {
-            send(&mut service, request);
+    Box::new(move |requests, with_headers| {
+        let build = || request(with_headers).map(B::from);
+        if in_loop {
+            let started = Instant::now();
+            for _ in 0..requests {
+                send(&mut service, build());
+            }
+            started.elapsed()
+        } else {
+            let batch: Vec<_> = (0..requests).map(|_| build()).collect();
+            let started = Instant::now();
+            for request in batch {
+                send(&mut service, request);
+            }
+            started.elapsed()
         }
-        started.elapsed()
     })
 }
 
@@ -273,55 +268,64 @@ fn ratio_tables(length: Length, args: &Args) {
 
     if args.wants("hot_path/ratios") {
         println!(
-            "\nhot_path/ratios: medians of {rounds} rounds; per round each service sends {requests} requests, in rotating order"
+            "\nhot_path/ratios: medians of {rounds} rounds; per round each service sends {requests} requests, in rotating order; \"ahead\": requests built before the timed stretch, \"in loop\": built inside it, as users do"
         );
         println!(
-            "{:<12} {:<24} {:>10} {:>26}",
-            "request", "service", "ns/req", "ratio to add_authorization"
+            "{:<12} {:<8} {:<24} {:>10} {:>12} {:>12}",
+            "request", "built", "service", "ns/req", "ratio (med)", "quartiles"
         );
         for with_headers in [false, true] {
-            let mut services: Vec<(&str, Chunk)> = vec![
-                ("no_middleware", chunk(api())),
-                ("add_authorization", chunk(add_authorization())),
-                ("auth_service", chunk(layer.layer(api()))),
-                (
-                    "auth_service_no_replay",
-                    chunk(layer.clone().replay_policy(NoReplay).layer(api())),
-                ),
-                // What the default `CloneBody` adds: a copy of each request, kept until the
-                // response is there.
-                (
-                    "add_authorization+copy",
-                    chunk(Copying(add_authorization())),
-                ),
-            ];
-            // nanos[service][round]
-            let mut nanos = vec![Vec::new(); services.len()];
-            for round in 0..rounds {
-                for turn in 0..services.len() {
-                    let index = (turn + round) % services.len();
-                    let batch = (0..requests).map(|_| request(with_headers)).collect();
-                    let elapsed = (services[index].1)(batch);
-                    nanos[index].push(elapsed.as_nanos() as f64 / requests as f64);
+            for in_loop in [false, true] {
+                let mut services: Vec<(&str, Chunk)> = vec![
+                    ("no_middleware", chunk(api(), in_loop)),
+                    ("add_authorization", chunk(add_authorization(), in_loop)),
+                    ("auth_service", chunk(layer.layer(api()), in_loop)),
+                    (
+                        "auth_service_no_replay",
+                        chunk(layer.clone().replay_policy(NoReplay).layer(api()), in_loop),
+                    ),
+                    (
+                        "auth_service_buffer",
+                        chunk(
+                            layer
+                                .clone()
+                                .replay_policy(BufferBody::default())
+                                .layer(buffered_api()),
+                            in_loop,
+                        ),
+                    ),
+                ];
+                // nanos[service][round]
+                let mut nanos = vec![Vec::new(); services.len()];
+                for round in 0..rounds {
+                    for turn in 0..services.len() {
+                        let index = (turn + round) % services.len();
+                        let elapsed = (services[index].1)(requests, with_headers);
+                        nanos[index].push(elapsed.as_nanos() as f64 / requests as f64);
+                    }
                 }
-            }
-            for (index, (name, _)) in services.iter().enumerate() {
-                let mut ratios: Vec<f64> = nanos[index]
-                    .iter()
-                    .zip(&nanos[1])
-                    .map(|(nanos, baseline)| nanos / baseline)
-                    .collect();
-                println!(
-                    "{:<12} {:<24} {:>10.1} {:>26.2}",
-                    if with_headers {
-                        "two_headers"
-                    } else {
-                        "no_headers"
-                    },
-                    name,
-                    median(&mut nanos[index].clone()),
-                    median(&mut ratios),
-                );
+                for (index, (name, _)) in services.iter().enumerate() {
+                    let mut ratios: Vec<f64> = nanos[index]
+                        .iter()
+                        .zip(&nanos[1])
+                        .map(|(nanos, baseline)| nanos / baseline)
+                        .collect();
+                    let ratio = median(&mut ratios);
+                    let (q1, q3) = (ratios[ratios.len() / 4], ratios[ratios.len() * 3 / 4]);
+                    println!(
+                        "{:<12} {:<8} {:<24} {:>10.1} {:>12.2} {:>12}",
+                        if with_headers {
+                            "two_headers"
+                        } else {
+                            "no_headers"
+                        },
+                        if in_loop { "in loop" } else { "ahead" },
+                        name,
+                        median(&mut nanos[index].clone()),
+                        ratio,
+                        format!("{q1:.2}–{q3:.2}"),
+                    );
+                }
             }
         }
     }

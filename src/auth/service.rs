@@ -128,7 +128,8 @@ where
         let shared = &*self.shared;
         let ours =
             !request.headers().contains_key(AUTHORIZATION) && shared.origins.allow(request.uri());
-        let (mut request, kept) = self.replay.prepare(request, ours);
+        let mut kept = None;
+        let mut request = self.replay.prepare(request, ours, &mut kept);
         if !ours {
             return ResponseFuture::passthrough(self.inner.call(request));
         }

@@ -9,6 +9,7 @@ use bytes::{Buf, Bytes};
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
+use smallvec::SmallVec;
 
 pin_project! {
     /// A request body that records what it streams, up to a cap, so that a copy can send it
@@ -41,7 +42,7 @@ pin_project! {
 /// What the original has streamed.
 #[derive(Default)]
 struct Record {
-    chunks: Vec<Bytes>,
+    chunks: SmallVec<[Bytes; 2]>,
     buffered: usize,
     max: usize,
     trailers: Option<HeaderMap>,
@@ -131,7 +132,7 @@ where
                             if record.buffered + bytes.len() > record.max {
                                 // Past the cap: this body will not be replayed.
                                 record.spoiled = true;
-                                record.chunks = Vec::new();
+                                record.chunks = SmallVec::new();
                             } else {
                                 record.buffered += bytes.len();
                                 record.chunks.push(bytes.clone());

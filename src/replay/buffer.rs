@@ -80,14 +80,17 @@ where
         &self,
         request: Request<B>,
         keep: bool,
-    ) -> (Request<ReplayBody<B>>, Option<Snapshot<ReplayBody<B>>>) {
+        kept: &mut Option<Snapshot<ReplayBody<B>>>,
+    ) -> Request<ReplayBody<B>> {
         let request = request.map(|body| ReplayBody::new(body, self.max));
         // The copy replays what the original streams; the rest is a snapshot of its text.
-        let copy = keep
-            .then(|| request.body().replay_copy())
-            .flatten()
-            .and_then(|body| Snapshot::of(&request, body));
-        (request, copy)
+        if keep {
+            *kept = request
+                .body()
+                .replay_copy()
+                .and_then(|body| Snapshot::of(&request, body));
+        }
+        request
     }
 
     fn replay(copy: Snapshot<ReplayBody<B>>) -> Option<Request<ReplayBody<B>>> {
@@ -114,10 +117,16 @@ where
     type Body = T;
     type Kept = (Snapshot<ReplayBody<B>>, F);
 
-    fn prepare(&self, request: Request<B>, keep: bool) -> (Request<T>, Option<Self::Kept>) {
-        let (request, copy) = self.buffer.prepare(request, keep);
-        let copy = copy.map(|copy| (copy, self.into.clone()));
-        (request.map(&self.into), copy)
+    fn prepare(
+        &self,
+        request: Request<B>,
+        keep: bool,
+        kept: &mut Option<Self::Kept>,
+    ) -> Request<T> {
+        let mut copy = None;
+        let request = self.buffer.prepare(request, keep, &mut copy);
+        *kept = copy.map(|copy| (copy, self.into.clone()));
+        request.map(&self.into)
     }
 
     fn replay((copy, into): Self::Kept) -> Option<Request<T>> {

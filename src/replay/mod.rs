@@ -32,17 +32,20 @@
 //! };
 //!
 //! // `Full<Bytes>` is replayable: a snapshot is kept before it is sent, and made into the copy.
-//! let (sent, copy) = CloneBody.prepare(request(), true);
+//! let mut copy = None;
+//! let sent = CloneBody.prepare(request(), true, &mut copy);
 //! let copy = CloneBody::replay(copy.unwrap()).expect("a clone replays");
 //! assert_eq!(copy.uri(), sent.uri());
 //!
 //! // `BufferBody` replays what the original streamed, once it streamed whole.
-//! let (sent, copy) = BufferBody::default().prepare(request(), true);
+//! let mut copy = None;
+//! let sent = BufferBody::default().prepare(request(), true, &mut copy);
 //! sent.into_body().collect().await.unwrap();
 //! let copy = <BufferBody as ReplayPolicy<Full<Bytes>>>::replay(copy.unwrap()).unwrap();
 //! assert_eq!(copy.into_body().collect().await.unwrap().to_bytes(), "{}");
 //!
-//! let (_, copy) = NoReplay.prepare(request(), true);
+//! let mut copy = None;
+//! NoReplay.prepare(request(), true, &mut copy);
 //! assert!(copy.is_none());
 //! # }
 //! ```

@@ -23,10 +23,15 @@ pub trait ReplayPolicy<B>: Clone {
     type Kept;
 
     /// Turns the caller's request into the one sent (e.g. wraps its body) and, when `keep` is
-    /// true (the request is one the layer may retry), keeps what a retry needs, or `None` if
-    /// the request cannot be replayed.
-    fn prepare(&self, request: Request<B>, keep: bool)
-    -> (Request<Self::Body>, Option<Self::Kept>);
+    /// true (the request is one the layer may retry), puts what a retry needs into `kept`
+    /// (left `None` if the request cannot be replayed). An out-parameter rather than a pair:
+    /// returned alone, the request is not copied on the way.
+    fn prepare(
+        &self,
+        request: Request<B>,
+        keep: bool,
+        kept: &mut Option<Self::Kept>,
+    ) -> Request<Self::Body>;
 
     /// The request to send again, made from what was kept; `None` if it turns out it cannot
     /// be replayed (asked after the first attempt was rejected).
@@ -55,13 +60,16 @@ where
     type Kept = Snapshot<B>;
 
     #[inline]
-    fn prepare(&self, request: Request<B>, keep: bool) -> (Request<B>, Option<Snapshot<B>>) {
-        let kept = if keep {
-            Snapshot::of(&request, request.body().clone())
-        } else {
-            None
-        };
-        (request, kept)
+    fn prepare(
+        &self,
+        request: Request<B>,
+        keep: bool,
+        kept: &mut Option<Snapshot<B>>,
+    ) -> Request<B> {
+        if keep {
+            *kept = Snapshot::of(&request, request.body().clone());
+        }
+        request
     }
 
     #[inline]
@@ -80,8 +88,13 @@ impl<B> ReplayPolicy<B> for NoReplay {
     type Kept = std::convert::Infallible;
 
     #[inline]
-    fn prepare(&self, request: Request<B>, _keep: bool) -> (Request<B>, Option<Self::Kept>) {
-        (request, None)
+    fn prepare(
+        &self,
+        request: Request<B>,
+        _keep: bool,
+        _kept: &mut Option<Self::Kept>,
+    ) -> Request<B> {
+        request
     }
 
     fn replay(kept: Self::Kept) -> Option<Request<B>> {
