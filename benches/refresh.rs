@@ -10,8 +10,10 @@
 //!   once (never for `valid_token`).
 //! - `refresh_window` (criterion): one request on the hot path with a fresh token, and with a
 //!   token in its soft window whose background refresh is in flight.
-//! - `stampede/latency` (table): the same five cases: medians of the wall time, the added
-//!   latency (against `valid_token`), the drain (from the end of the refresh to the last
+//! - `stampede/latency` (table): the same five cases in interleaved rounds (each round runs
+//!   every case once, in a rotating order): the per-round ratio to the baseline of the same
+//!   round (median and quartiles), medians of the wall time, the added latency (against
+//!   `valid_token` of the same round), the drain (from the end of the refresh to the last
 //!   response) and the per-request latencies.
 //! - `refresh_window/stream` (table): a steady stream of requests from 4 tasks while the token
 //!   is refreshed every cycle by a refresher that takes 50 ms: p50/p99/max latency of the
@@ -314,59 +316,72 @@ fn stampede_bench(c: &mut Criterion, runtime: &Runtime) {
 fn stampede_table(runtime: &Runtime, length: Length) {
     let (warm_up, rounds) = match length {
         Length::Test => (0, 1),
-        Length::Quick => (2, 5),
-        Length::Full => (5, 20),
+        Length::Quick => (1, 7),
+        Length::Full => (3, 31),
     };
-    // Medians of the rounds, by case.
-    let mut walls = Vec::new();
     println!(
-        "\nstampede/latency: {STAMPEDE} concurrent requests, refresher {} ms (one call per round, checked), medians of {rounds} rounds after {warm_up} unrecorded",
+        "\nstampede/latency: {STAMPEDE} concurrent requests, refresher {} ms (one call per round, checked); {rounds} interleaved rounds after {warm_up} unrecorded, each round runs every case once in a rotating order; ratios are per round against the baseline of the same round: median (quartiles)",
         STAMPEDE_REFRESH.as_millis()
     );
+    let mut runs: Vec<Vec<Stampede>> = Case::ALL.iter().map(|_| Vec::new()).collect();
+    let mut ratios: Vec<Vec<f64>> = Case::ALL.iter().map(|_| Vec::new()).collect();
+    for round in 0..warm_up + rounds {
+        let mut walls = [Duration::ZERO; Case::ALL.len()];
+        let mut round_runs: Vec<Option<Stampede>> = Case::ALL.iter().map(|_| None).collect();
+        for offset in 0..Case::ALL.len() {
+            let index = (round + offset) % Case::ALL.len();
+            let run = on_worker(runtime, stampede(Case::ALL[index]));
+            walls[index] = run.wall;
+            round_runs[index] = Some(run);
+        }
+        if round < warm_up {
+            continue;
+        }
+        for (index, case) in Case::ALL.iter().enumerate() {
+            if let Some(baseline) = case.baseline() {
+                let base = walls[Case::ALL.iter().position(|c| *c == baseline).unwrap()];
+                ratios[index].push(walls[index].as_secs_f64() / base.as_secs_f64());
+            }
+            runs[index].push(round_runs[index].take().unwrap());
+        }
+    }
     println!(
-        "{:<14} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "{:<14} {:>9} {:>19} {:>9} {:>9} {:>9} {:>9} {:>9}",
         "case", "wall", "ratio", "added", "drain", "req p50", "req p99", "req max"
     );
-    for case in Case::ALL {
-        for _ in 0..warm_up {
-            on_worker(runtime, stampede(case));
-        }
-        let (mut wall, mut drain) = (Vec::new(), Vec::new());
-        let mut latencies = Histogram::default();
-        for _ in 0..rounds {
-            let run = on_worker(runtime, stampede(case));
-            wall.push(run.wall);
-            drain.extend(run.drain);
-            latencies.merge(&run.latencies);
-        }
-        let wall = median(&mut wall);
-        walls.push((case, wall));
-        let wall_of = |case: Case| {
-            walls
-                .iter()
-                .find(|(found, _)| *found == case)
-                .map(|(_, wall)| *wall)
+    let valid_walls: Vec<Duration> = runs[1].iter().map(|run| run.wall).collect();
+    for (index, case) in Case::ALL.iter().enumerate() {
+        let runs = &runs[index];
+        let wall = median(&mut runs.iter().map(|run| run.wall).collect::<Vec<_>>());
+        let ratio = if ratios[index].is_empty() {
+            String::new()
+        } else {
+            let (low, mid, high) = quartiles(&mut ratios[index]);
+            format!("{mid:.3} ({low:.2}-{high:.2})")
         };
-        let ratio = case
-            .baseline()
-            .and_then(wall_of)
-            .map_or(String::new(), |baseline| {
-                format!("{:.2}", wall.as_secs_f64() / baseline.as_secs_f64())
-            });
         let added = match case {
-            Case::NoToken | Case::ExpiredToken => wall_of(Case::ValidToken)
-                .map_or(String::new(), |valid| {
-                    Nanos::of(wall.saturating_sub(valid)).to_string()
-                }),
+            Case::NoToken | Case::ExpiredToken => {
+                let mut added: Vec<Duration> = runs
+                    .iter()
+                    .zip(&valid_walls)
+                    .map(|(run, valid)| run.wall.saturating_sub(*valid))
+                    .collect();
+                Nanos::of(median(&mut added)).to_string()
+            }
             _ => String::new(),
         };
+        let mut drain: Vec<Duration> = runs.iter().filter_map(|run| run.drain).collect();
         let drain = if drain.is_empty() {
             String::new()
         } else {
             Nanos::of(median(&mut drain)).to_string()
         };
+        let mut latencies = Histogram::default();
+        for run in runs {
+            latencies.merge(&run.latencies);
+        }
         println!(
-            "{:<14} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            "{:<14} {:>9} {:>19} {:>9} {:>9} {:>9} {:>9} {:>9}",
             case.name(),
             Nanos::of(wall),
             ratio,
@@ -382,6 +397,13 @@ fn stampede_table(runtime: &Runtime, length: Length) {
 fn median(values: &mut [Duration]) -> Duration {
     values.sort();
     values[values.len() / 2]
+}
+
+/// The lower quartile, the median and the upper quartile.
+fn quartiles(values: &mut [f64]) -> (f64, f64, f64) {
+    values.sort_by(f64::total_cmp);
+    let at = |q: usize| values[(values.len() - 1) * q / 4];
+    (at(1), at(2), at(3))
 }
 
 // ---------------------------------------------------------------------------------------

@@ -1,14 +1,15 @@
 //! Real sockets: a hyper-util legacy `Client` sends `GET /auth/check` to the crate's loopback
-//! API (a hyper server on 127.0.0.1, `test_util::Api`), 16 requests in flight, and reads
-//! every body. Requests per second through `AuthLayer` against the baseline in the same run:
+//! API (a hyper server on 127.0.0.1, `test_util::Api`) and reads every body. Requests per second through `AuthLayer` against the baseline in the same run:
 //! tower-http's `AddAuthorization` with a token obtained once (the API accepts no request
 //! without a valid token). The client runs on a current-thread runtime on the main thread, the
 //! servers on one on a thread of their own.
 //!
-//! - `sockets` (criterion): time per request (and requests per second) of each client.
-//! - `sockets/throughput` (table): the clients take turns, in rotating order, each sending a
-//!   fixed number of requests per round; the median requests per second and the median of the
-//!   per-round ratios to the baseline, which cancel the drift of a shared 2-core machine.
+//! - `sockets` (criterion): time per request (and requests per second) of each client, 16
+//!   requests in flight.
+//! - `sockets/throughput` (table), at 1 and at 64 requests in flight: the clients take turns,
+//!   in rotating order, each sending a fixed number of requests per round; the median requests
+//!   per second and the median (and quartiles) of the per-round ratios to the baseline, which
+//!   cancel the drift of a shared 2-core machine.
 //!
 //! ```sh
 //! cargo bench --bench sockets                  # full run
@@ -42,12 +43,12 @@ use tower_http::auth::AddAuthorizationLayer;
 
 type Body = Full<Bytes>;
 
-/// Requests in flight at once.
+/// Requests in flight at once in the criterion runs; the table measures 1 and 64.
 const CONCURRENCY: u64 = 16;
 
-/// Sends `n` requests to `url` from `CONCURRENCY` tasks and reads every body; returns the
+/// Sends `n` requests to `url` from `concurrency` tasks and reads every body; returns the
 /// time from the first request to the last body.
-async fn send_many<S>(service: S, url: Uri, n: u64) -> Duration
+async fn send_many<S>(service: S, url: Uri, n: u64, concurrency: u64) -> Duration
 where
     S: Service<Request<Body>, Response = Response<Incoming>> + Clone + Send + 'static,
     S::Future: Send,
@@ -55,7 +56,7 @@ where
 {
     let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
-    let tasks: Vec<_> = (0..CONCURRENCY.min(n))
+    let tasks: Vec<_> = (0..concurrency.min(n))
         .map(|_| {
             let (mut service, url, next) = (service.clone(), url.clone(), Arc::clone(&next));
             tokio::spawn(async move {
@@ -75,8 +76,8 @@ where
     started.elapsed()
 }
 
-/// Sends a batch of requests through one client and times it.
-type Run = Box<dyn Fn(u64) -> Pin<Box<dyn Future<Output = Duration> + Send>>>;
+/// Sends a batch of requests through one client and times it: `(requests, concurrency)`.
+type Run = Box<dyn Fn(u64, u64) -> Pin<Box<dyn Future<Output = Duration> + Send>>>;
 
 fn runner<S>(service: S, url: Uri) -> Run
 where
@@ -84,7 +85,9 @@ where
     S::Future: Send,
     S::Error: fmt::Debug,
 {
-    Box::new(move |n| Box::pin(send_many(service.clone(), url.clone(), n)))
+    Box::new(move |n, concurrency| {
+        Box::pin(send_many(service.clone(), url.clone(), n, concurrency))
+    })
 }
 
 fn client() -> Client<hyper_util::client::legacy::connect::HttpConnector, Body> {
@@ -185,7 +188,7 @@ fn setup(runtime: &Runtime) -> Setup {
         ];
         // Open the connections (and log the layer in) before anything is measured.
         for (_, run) in &clients {
-            run(4 * CONCURRENCY).await;
+            run(256, 64).await;
         }
         Setup { servers, clients }
     })
@@ -195,7 +198,9 @@ fn sockets_bench(c: &mut Criterion, runtime: &Runtime, setup: &Setup) {
     let mut group = c.benchmark_group("sockets");
     group.throughput(Throughput::Elements(1));
     for (name, run) in &setup.clients {
-        group.bench_function(*name, |b| b.iter_custom(|n| runtime.block_on(run(n))));
+        group.bench_function(*name, |b| {
+            b.iter_custom(|n| runtime.block_on(run(n, CONCURRENCY)))
+        });
     }
     group.finish();
 }
@@ -207,40 +212,45 @@ fn throughput_table(runtime: &Runtime, setup: &Setup, length: Length) {
         Length::Full => (40, 3_000),
     };
     let clients = &setup.clients;
-    // rates[client][round], in requests per second.
-    let mut rates = vec![Vec::new(); clients.len()];
-    // Round 0 warms up and is not counted.
-    for round in 0..=rounds {
-        for turn in 0..clients.len() {
-            let index = (turn + round) % clients.len();
-            let elapsed = runtime.block_on((clients[index].1)(requests));
-            if round > 0 {
-                rates[index].push(requests as f64 / elapsed.as_secs_f64());
+    for concurrency in [1, 64] {
+        // rates[client][round], in requests per second.
+        let mut rates = vec![Vec::new(); clients.len()];
+        // Round 0 warms up and is not counted.
+        for round in 0..=rounds {
+            for turn in 0..clients.len() {
+                let index = (turn + round) % clients.len();
+                let elapsed = runtime.block_on((clients[index].1)(requests, concurrency));
+                if round > 0 {
+                    rates[index].push(requests as f64 / elapsed.as_secs_f64());
+                }
             }
         }
-    }
-    println!(
-        "\nsockets/throughput: {rounds} rounds of {requests} requests per client, {CONCURRENCY} in flight, GET /auth/check over 127.0.0.1; client and servers on a thread each"
-    );
-    println!(
-        "{:<22} {:>12} {:>12} {:>12} {:>14}",
-        "client", "req/s (med)", "req/s (min)", "req/s (max)", "ratio (med)"
-    );
-    for (index, (name, _)) in clients.iter().enumerate() {
-        let mut ratios: Vec<f64> = rates[index]
-            .iter()
-            .zip(&rates[0])
-            .map(|(rate, baseline)| rate / baseline)
-            .collect();
-        let mut own = rates[index].clone();
         println!(
-            "{:<22} {:>12.0} {:>12.0} {:>12.0} {:>14.3}",
-            name,
-            median(&mut own),
-            own[0],
-            own[own.len() - 1],
-            median(&mut ratios),
+            "\nsockets/throughput: {rounds} rounds of {requests} requests per client, {concurrency} in flight, GET /auth/check over 127.0.0.1; client and servers on a thread each"
         );
+        println!(
+            "{:<22} {:>12} {:>12} {:>12} {:>14} {:>12}",
+            "client", "req/s (med)", "req/s (min)", "req/s (max)", "ratio (med)", "quartiles"
+        );
+        for (index, (name, _)) in clients.iter().enumerate() {
+            let mut ratios: Vec<f64> = rates[index]
+                .iter()
+                .zip(&rates[0])
+                .map(|(rate, baseline)| rate / baseline)
+                .collect();
+            let ratio = median(&mut ratios);
+            let (q1, q3) = (ratios[ratios.len() / 4], ratios[ratios.len() * 3 / 4]);
+            let mut own = rates[index].clone();
+            println!(
+                "{:<22} {:>12.0} {:>12.0} {:>12.0} {:>14.3} {:>12}",
+                name,
+                median(&mut own),
+                own[0],
+                own[own.len() - 1],
+                ratio,
+                format!("{q1:.3}–{q3:.3}"),
+            );
+        }
     }
     let (api, idp) = (setup.servers.api().stats(), setup.servers.idp().stats());
     println!(
