@@ -1,7 +1,6 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use http::header::AUTHORIZATION;
@@ -10,7 +9,7 @@ use pin_project_lite::pin_project;
 use tower::Service;
 use tower::util::Oneshot;
 
-use super::service::Shared;
+use super::service::Session;
 use crate::cache::Outcome;
 use crate::refresh::BoxError;
 
@@ -19,13 +18,13 @@ use crate::refresh::BoxError;
 type Wait = Pin<Box<dyn Future<Output = Outcome> + Send>>;
 
 /// What the policy kept for a retry, with the policy's function that makes the retry from it.
-pub(super) struct Replay<K, B> {
+pub(crate) struct Replay<K, B> {
     kept: K,
     replay: fn(K) -> Option<Request<B>>,
 }
 
 impl<K, B> Replay<K, B> {
-    pub(super) fn new(kept: K, replay: fn(K) -> Option<Request<B>>) -> Self {
+    pub(crate) fn new(kept: K, replay: fn(K) -> Option<Request<B>>) -> Self {
         Self { kept, replay }
     }
 
@@ -38,7 +37,7 @@ impl<K, B> Replay<K, B> {
 pub(super) struct Sent<S, B, K> {
     /// The generation of the token it was sent with.
     generation: u64,
-    shared: Arc<Shared>,
+    session: Session,
     /// What a retry needs: the kept copy and a clone of the inner service.
     retry: Option<(Replay<K, B>, S)>,
 }
@@ -96,7 +95,7 @@ pin_project! {
             request: Option<Request<B>>,
             service: Option<S>,
             kept: Option<Replay<K, B>>,
-            shared: Arc<Shared>,
+            session: Session,
         },
         // The token is attached: waiting for the service to be ready.
         Readying {
@@ -113,14 +112,18 @@ pin_project! {
         Refreshing {
             wait: Wait,
             retry: Option<(Request<B>, S)>,
-            shared: Arc<Shared>,
+            session: Session,
+        },
+        // Refused before anything was sent (a keyed layer's request without a key).
+        Failed {
+            error: Option<BoxError>,
         },
         // The one retry; its response goes back whatever it is.
         Retrying {
             #[pin]
             future: Oneshot<S, Request<B>>,
             generation: u64,
-            shared: Arc<Shared>,
+            session: Session,
         },
     }
 }
@@ -129,44 +132,54 @@ impl<S, B, K> ResponseFuture<S, B, K>
 where
     S: Service<Request<B>>,
 {
-    pub(super) fn passthrough(future: S::Future) -> Self {
+    pub(crate) fn passthrough(future: S::Future) -> Self {
         Self {
             state: State::Passthrough { future },
         }
     }
 
-    pub(super) fn sent(
+    pub(crate) fn sent(
         future: S::Future,
         generation: u64,
         retry: Option<(Replay<K, B>, S)>,
-        shared: Arc<Shared>,
+        session: Session,
     ) -> Self {
         Self {
             state: State::Sent {
                 future,
                 sent: Some(Sent {
                     generation,
-                    shared,
+                    session,
                     retry,
                 }),
             },
         }
     }
 
-    pub(super) fn waiting(
+    /// A future that fails with `error` at once, having sent nothing.
+    #[cfg_attr(not(feature = "keyed"), allow(dead_code))]
+    pub(crate) fn failed(error: BoxError) -> Self {
+        Self {
+            state: State::Cold {
+                cold: Box::pin(Cold::Failed { error: Some(error) }),
+            },
+        }
+    }
+
+    pub(crate) fn waiting(
         request: Request<B>,
         service: S,
         kept: Option<Replay<K, B>>,
-        shared: Arc<Shared>,
+        session: Session,
     ) -> Self {
         Self {
             state: State::Cold {
                 cold: Box::pin(Cold::Waiting {
-                    wait: Box::pin(shared.cache.clone().acquire(shared.windows)),
+                    wait: Box::pin(session.cache().clone().acquire(session.rules().windows)),
                     request: Some(request),
                     service: Some(service),
                     kept,
-                    shared,
+                    session,
                 }),
             },
         }
@@ -192,17 +205,18 @@ where
 {
     let Sent {
         generation,
-        shared,
+        session,
         retry,
     } = sent;
-    if !shared
+    if !session
+        .rules()
         .rejection
         .matches(response.status(), response.headers())
     {
-        shared.cache.accepted(generation);
+        session.cache().accepted(generation);
         return Next::Done(response);
     }
-    if !answered_by_allowed_origin(&response, &shared) || !shared.cache.rejected(generation) {
+    if !answered_by_allowed_origin(&response, &session) || !session.cache().rejected(generation) {
         return Next::Done(response);
     }
     let status = response.status().as_u16();
@@ -215,15 +229,15 @@ where
                 "token rejected; retrying with a newer token"
             );
             let wait = Box::pin(
-                shared
-                    .cache
+                session
+                    .cache()
                     .clone()
-                    .after_rejection(generation, shared.windows),
+                    .after_rejection(generation, session.rules().windows),
             );
             Next::Retry(Cold::Refreshing {
                 wait,
                 retry: Some(retry),
-                shared,
+                session,
             })
         }
         None => {
@@ -232,9 +246,9 @@ where
                 status,
                 "token rejected; the request cannot be replayed"
             );
-            shared
-                .cache
-                .refresh_after_rejection(generation, &shared.windows);
+            session
+                .cache()
+                .refresh_after_rejection(generation, &session.rules().windows);
             Next::Done(response)
         }
     }
@@ -256,11 +270,12 @@ where
                 // The common case decided in place: a response that does not reject the token.
                 if let Some(accepted) = sent.as_ref().filter(|sent| {
                     !sent
-                        .shared
+                        .session
+                        .rules()
                         .rejection
                         .matches(response.status(), response.headers())
                 }) {
-                    accepted.shared.cache.accepted(accepted.generation);
+                    accepted.session.cache().accepted(accepted.generation);
                     return Poll::Ready(Ok(response));
                 }
                 let sent = sent.take().expect("ResponseFuture polled after completion");
@@ -294,7 +309,7 @@ where
                     request,
                     service,
                     kept,
-                    shared,
+                    session,
                 } => {
                     let entry = ready!(wait.as_mut().poll(cx))?;
                     let (mut request, service) = request
@@ -307,7 +322,7 @@ where
                     let retry = kept.take().map(|kept| (kept, service.clone()));
                     let sent = Sent {
                         generation: entry.generation,
-                        shared: Arc::clone(shared),
+                        session: session.clone(),
                         retry,
                     };
                     self.set(Cold::Readying {
@@ -344,7 +359,7 @@ where
                 ColdProj::Refreshing {
                     wait,
                     retry,
-                    shared,
+                    session,
                 } => {
                     let entry = ready!(wait.as_mut().poll(cx))?;
                     let (mut request, service) = retry
@@ -353,26 +368,33 @@ where
                     request
                         .headers_mut()
                         .insert(AUTHORIZATION, entry.header.clone());
-                    let shared = Arc::clone(shared);
+                    let session = session.clone();
                     self.set(Cold::Retrying {
                         future: Oneshot::new(service, request),
                         generation: entry.generation,
-                        shared,
+                        session,
                     });
+                }
+                ColdProj::Failed { error } => {
+                    let error = error
+                        .take()
+                        .expect("ResponseFuture polled after completion");
+                    return Poll::Ready(Err(error));
                 }
                 ColdProj::Retrying {
                     future,
                     generation,
-                    shared,
+                    session,
                 } => {
                     let response = ready!(future.poll(cx)).map_err(Into::into)?;
-                    if shared
+                    if session
+                        .rules()
                         .rejection
                         .matches(response.status(), response.headers())
                     {
-                        shared.cache.retry_rejected(*generation);
+                        session.cache().retry_rejected(*generation);
                     } else {
-                        shared.cache.accepted(*generation);
+                        session.cache().accepted(*generation);
                     }
                     return Poll::Ready(Ok(response));
                 }
@@ -384,15 +406,15 @@ where
 /// Whether the response came from an origin the token may go to. A redirect followed inside
 /// the stack (tower-http's `FollowRedirect` records the last URI as `RequestUri`) may end at
 /// another origin, whose 401 says nothing about this layer's token.
-fn answered_by_allowed_origin<T>(response: &Response<T>, shared: &Shared) -> bool {
+fn answered_by_allowed_origin<T>(response: &Response<T>, session: &Session) -> bool {
     #[cfg(feature = "tower-http")]
     if let Some(uri) = response
         .extensions()
         .get::<tower_http::follow_redirect::RequestUri>()
     {
-        return shared.origins.allow(&uri.0);
+        return session.rules().origins.allow(&uri.0);
     }
-    let _ = (response, shared);
+    let _ = (response, session);
     true
 }
 
@@ -410,6 +432,7 @@ where
                 Cold::Sent { .. } => "sent",
                 Cold::Refreshing { .. } => "waiting for a newer token",
                 Cold::Retrying { .. } => "retrying",
+                Cold::Failed { .. } => "failed",
             },
         };
         f.debug_struct("ResponseFuture")

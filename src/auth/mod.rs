@@ -10,8 +10,14 @@ mod rejection;
 mod service;
 
 pub use self::builder::AuthLayerBuilder;
+#[cfg(feature = "keyed")]
+pub(crate) use self::future::Replay;
 pub use self::future::ResponseFuture;
 pub use self::layer::AuthLayer;
+#[cfg(feature = "keyed")]
+pub(crate) use self::origin::Origins;
 pub use self::origin::{InvalidOrigin, Origin};
 pub use self::rejection::Rejection;
 pub use self::service::AuthService;
+#[cfg(feature = "keyed")]
+pub(crate) use self::service::{Rules, Session, attach, ours, send};

@@ -11,7 +11,7 @@ use tower::{Service, ServiceExt};
 use super::future::{Replay, ResponseFuture};
 use super::origin::Origins;
 use super::rejection::Rejection;
-use crate::cache::{CurrentView, Phase, TokenCache, Windows};
+use crate::cache::{CurrentView, Entry, Phase, TokenCache, Windows};
 use crate::refresh::BoxError;
 use crate::replay::{CloneBody, ReplayPolicy};
 
@@ -40,12 +40,47 @@ pub struct AuthService<S, P = CloneBody> {
     shared: Arc<Shared>,
 }
 
-/// A service's view of the session: the shared cache, and this layer value's settings.
-pub(super) struct Shared {
-    pub(super) cache: TokenCache,
-    pub(super) windows: Windows,
-    pub(super) rejection: Rejection,
-    pub(super) origins: Origins,
+/// The rules of one layer value, which its services apply to the session's token.
+#[derive(Clone)]
+pub(crate) struct Rules {
+    pub(crate) windows: Windows,
+    pub(crate) rejection: Rejection,
+    pub(crate) origins: Origins,
+}
+
+/// A service's view of the session: the shared cache, and its layer value's rules.
+pub(crate) struct Shared {
+    pub(crate) cache: TokenCache,
+    pub(crate) rules: Rules,
+}
+
+/// What a request in flight needs of its session: the token cache and the rules it was sent
+/// under.
+#[derive(Clone)]
+pub(crate) enum Session {
+    /// A layer's one session: one reference count per request.
+    One(Arc<Shared>),
+    /// One key's session of a keyed layer, under its layer value's rules.
+    #[cfg_attr(not(feature = "keyed"), allow(dead_code))]
+    Keyed(TokenCache, Arc<Rules>),
+}
+
+impl Session {
+    #[inline]
+    pub(crate) fn cache(&self) -> &TokenCache {
+        match self {
+            Self::One(shared) => &shared.cache,
+            Self::Keyed(cache, _) => cache,
+        }
+    }
+
+    #[inline]
+    pub(crate) fn rules(&self) -> &Rules {
+        match self {
+            Self::One(shared) => &shared.rules,
+            Self::Keyed(_, rules) => rules,
+        }
+    }
 }
 
 impl<S, P> AuthService<S, P> {
@@ -63,9 +98,11 @@ impl<S, P> AuthService<S, P> {
             current: cache.view(),
             shared: Arc::new(Shared {
                 cache,
-                windows,
-                rejection,
-                origins,
+                rules: Rules {
+                    windows,
+                    rejection,
+                    origins,
+                },
             }),
         }
     }
@@ -126,47 +163,84 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let shared = &*self.shared;
-        let ours =
-            !request.headers().contains_key(AUTHORIZATION) && shared.origins.allow(request.uri());
+        let ours = ours(&request, &shared.rules.origins);
         let mut kept = None;
         let mut request = self.replay.prepare(request, ours, &mut kept);
         if !ours {
             return ResponseFuture::passthrough(self.inner.call(request));
         }
-        let replay = kept.map(|kept| Replay::new(kept, P::replay));
-        let now = shared.cache.now();
-        let current = self.current.load();
-        let usable = current
-            .as_deref()
-            .map(|entry| (entry, entry.phase(now, &shared.windows)))
-            .filter(|(_, phase)| *phase <= Phase::Soft);
-        match usable {
-            Some((entry, phase)) => {
-                if phase == Phase::Soft {
-                    shared
-                        .cache
-                        .refresh_in_background(entry, now, &shared.windows);
-                }
-                request
-                    .headers_mut()
-                    .insert(AUTHORIZATION, entry.header.clone());
-                let generation = entry.generation;
-                let retry = replay.map(|replay| (replay, self.inner.clone()));
-                ResponseFuture::sent(
-                    self.inner.call(request),
-                    generation,
-                    retry,
-                    Arc::clone(&self.shared),
-                )
-            }
-            None => {
-                // Release what `poll_ready` reserved (a `Buffer` slot, a permit): the wait may
-                // be long, and the refresher may need that capacity. The future polls a clone
-                // ready once the token is there.
-                let unready = self.inner.clone();
-                drop(mem::replace(&mut self.inner, unready.clone()));
-                ResponseFuture::waiting(request, unready, replay, Arc::clone(&self.shared))
-            }
+        let attached = attach(
+            &mut request,
+            self.current.load().as_deref(),
+            &shared.cache,
+            &shared.rules.windows,
+        );
+        send(
+            &mut self.inner,
+            request,
+            kept.map(|kept| Replay::new(kept, P::replay)),
+            attached,
+            Session::One(Arc::clone(&self.shared)),
+        )
+    }
+}
+
+/// Whether the layer handles `request`: it has no `Authorization` of its own and goes to an
+/// origin that may get the token.
+#[inline]
+pub(crate) fn ours<B>(request: &Request<B>, origins: &Origins) -> bool {
+    !request.headers().contains_key(AUTHORIZATION) && origins.allow(request.uri())
+}
+
+/// Attaches the current token to `request` if it is fit to be sent, and returns its
+/// generation; a token in its soft window starts a background refresh.
+#[inline(always)]
+pub(crate) fn attach<B>(
+    request: &mut Request<B>,
+    current: Option<&Entry>,
+    cache: &TokenCache,
+    windows: &Windows,
+) -> Option<u64> {
+    let entry = current?;
+    let now = cache.now();
+    let phase = entry.phase(now, windows);
+    if phase > Phase::Soft {
+        return None;
+    }
+    if phase == Phase::Soft {
+        cache.refresh_in_background(entry, now, windows);
+    }
+    request
+        .headers_mut()
+        .insert(AUTHORIZATION, entry.header.clone());
+    Some(entry.generation)
+}
+
+/// Sends `request`, if [`attach`] gave it a token (of generation `attached`), or makes it
+/// wait for one.
+#[inline(always)]
+pub(crate) fn send<S, B, K>(
+    inner: &mut S,
+    request: Request<B>,
+    replay: Option<Replay<K, B>>,
+    attached: Option<u64>,
+    session: Session,
+) -> ResponseFuture<S, B, K>
+where
+    S: Service<Request<B>> + Clone,
+{
+    match attached {
+        Some(generation) => {
+            let retry = replay.map(|replay| (replay, inner.clone()));
+            ResponseFuture::sent(inner.call(request), generation, retry, session)
+        }
+        None => {
+            // Release what `poll_ready` reserved (a `Buffer` slot, a permit): the wait may
+            // be long, and the refresher may need that capacity. The future polls a clone
+            // ready once the token is there.
+            let unready = inner.clone();
+            drop(mem::replace(inner, unready.clone()));
+            ResponseFuture::waiting(request, unready, replay, session)
         }
     }
 }
@@ -176,8 +250,8 @@ impl<S: fmt::Debug, P: fmt::Debug> fmt::Debug for AuthService<S, P> {
         f.debug_struct("AuthService")
             .field("inner", &self.inner)
             .field("replay", &self.replay)
-            .field("rejection", &self.shared.rejection)
-            .field("origins", &self.shared.origins)
+            .field("rejection", &self.shared.rules.rejection)
+            .field("origins", &self.shared.rules.origins)
             .finish_non_exhaustive()
     }
 }

@@ -37,7 +37,7 @@ use tower::{Service, ServiceExt};
 use tracing::instrument::{Instrument, WithSubscriber};
 
 pub(crate) use self::background::Background;
-pub(crate) use self::clock::{Clock, Ticks};
+pub(crate) use self::clock::{Clock, Ticks, ticks};
 pub(crate) use self::entry::{Entry, Phase};
 pub use self::event::TokenEvent;
 use self::failure::{Failure, Repeats};
@@ -54,12 +54,12 @@ use crate::token::{RefreshToken, TokenSet};
 /// What a refresh gives every waiter.
 pub(crate) type Outcome = Result<Arc<Entry>, RefreshError>;
 
-type Refresher = BoxService<RefreshRequest, TokenSet, BoxError>;
+pub(crate) type Refresher = BoxService<RefreshRequest, TokenSet, BoxError>;
 
 /// A callback told of every change of the session's tokens.
 pub(crate) type Hook = Arc<dyn Fn(&TokenEvent<'_>) + Send + Sync>;
 
-type Revoker = BoxService<RevokeRequest, (), BoxError>;
+pub(crate) type Revoker = BoxService<RevokeRequest, (), BoxError>;
 
 /// The settings of one session (one cache), fixed when it is built.
 pub(crate) struct Settings {
@@ -124,6 +124,9 @@ pub(crate) struct Shared {
     changes: AtomicU64,
     /// The newest change the hooks were told of; held while they run.
     notified: Mutex<u64>,
+    /// When a keyed layer last used this session (only a keyed layer with an idle timeout
+    /// keeps it).
+    used: AtomicU64,
     /// Bumped, under the slot lock, whenever the application sets or clears tokens: a
     /// refresh that started before does not install its result over the application's.
     epoch: AtomicU64,
@@ -164,12 +167,7 @@ enum Join {
 }
 
 impl TokenCache {
-    pub(crate) fn new<R>(refresher: R, settings: Settings, background: Background) -> Self
-    where
-        R: Service<RefreshRequest, Response = TokenSet> + Send + 'static,
-        R::Error: Into<BoxError>,
-        R::Future: Send + 'static,
-    {
+    pub(crate) fn new(refresher: Refresher, settings: Settings, background: Background) -> Self {
         let clock = *background.clock();
         let mut settings = settings;
         let revoker = settings.revoker.take().map(tokio::sync::Mutex::new);
@@ -177,7 +175,7 @@ impl TokenCache {
             shared: Arc::new(Shared {
                 current: ArcSwapOption::empty(),
                 slot: Mutex::default(),
-                refresher: tokio::sync::Mutex::new(boxed(refresher)),
+                refresher: tokio::sync::Mutex::new(refresher),
                 settings,
                 revoker,
                 background,
@@ -188,6 +186,7 @@ impl TokenCache {
                 changes: AtomicU64::new(0),
                 notified: Mutex::new(0),
                 epoch: AtomicU64::new(0),
+                used: AtomicU64::new(clock.now()),
             }),
         }
     }
@@ -204,6 +203,33 @@ impl TokenCache {
         lock(&self.shared.slot).failure = None;
     }
 
+    /// Whether anything holds this session but the one reference given: a request in flight, a
+    /// refresh, a handle's call. A keyed layer never evicts a session in use, so there is
+    /// never a second session of one key in memory.
+    #[cfg_attr(not(feature = "keyed"), allow(dead_code))]
+    pub(crate) fn in_use(&self) -> bool {
+        Arc::strong_count(&self.shared) > 1
+    }
+
+    /// Marks the session used now; writes only when the last mark is `grain` old or older.
+    #[cfg_attr(not(feature = "keyed"), allow(dead_code))]
+    #[inline]
+    pub(crate) fn touch(&self, grain: Ticks) {
+        let now = self.now();
+        if now.saturating_sub(self.shared.used.load(Ordering::Relaxed)) >= grain {
+            self.shared.used.store(now, Ordering::Relaxed);
+        }
+    }
+
+    /// How long ago the session was last marked used.
+    #[cfg_attr(not(feature = "keyed"), allow(dead_code))]
+    pub(crate) fn idle_for(&self) -> Duration {
+        clock::duration(
+            self.now()
+                .saturating_sub(self.shared.used.load(Ordering::Relaxed)),
+        )
+    }
+
     /// A view of the current token for one service: the hot path.
     pub(crate) fn view(&self) -> CurrentView {
         CurrentView::new(CurrentSlot(Arc::clone(&self.shared)))
@@ -217,6 +243,14 @@ impl TokenCache {
 
     pub(crate) fn current_full(&self) -> Option<Arc<Entry>> {
         self.shared.current.load_full()
+    }
+
+    /// The current token, borrowed for a moment (no reference count while the token is not
+    /// changing): for a read on the hot path of a service that has no [`view`](Self::view).
+    #[cfg_attr(not(feature = "keyed"), allow(dead_code))]
+    #[inline]
+    pub(crate) fn current(&self) -> arc_swap::Guard<Option<Arc<Entry>>> {
+        self.shared.current.load()
     }
 
     /// Starts the background refresh of a token in its soft window, once per token (and once

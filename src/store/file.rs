@@ -128,7 +128,7 @@ fn write(path: &Path, json: &[u8]) -> io::Result<()> {
     options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(&temporary)?;
+    let mut file = open_in_dir(&options, &temporary)?;
     let outcome = (|| {
         file.write_all(json)?;
         file.sync_all()?;
@@ -147,12 +147,28 @@ fn write(path: &Path, json: &[u8]) -> io::Result<()> {
     outcome
 }
 
+/// Opens `path`, making its folder first if it is missing (a keyed store's folder, made
+/// with its first session), readable by its owner only on Unix.
+fn open_in_dir(options: &OpenOptions, path: &Path) -> io::Result<File> {
+    match (options.open(path), path.parent()) {
+        (Err(error), Some(dir)) if error.kind() == io::ErrorKind::NotFound => {
+            let mut builder = std::fs::DirBuilder::new();
+            builder.recursive(true);
+            #[cfg(unix)]
+            std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+            builder.create(dir)?;
+            options.open(path)
+        }
+        (opened, _) => opened,
+    }
+}
+
 fn open_lock_file(path: &Path) -> io::Result<File> {
     let mut options = OpenOptions::new();
     options.read(true).write(true).create(true).truncate(false);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options.open(path)
+    open_in_dir(&options, path)
 }
 
 /// Runs blocking file work off the async threads.

@@ -57,6 +57,8 @@
 //! ```
 
 mod file;
+#[cfg(feature = "keyed")]
+mod keyed;
 mod lock;
 #[cfg(feature = "redis")]
 mod redis;
@@ -70,6 +72,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 pub use self::file::FileStore;
+#[cfg(feature = "keyed")]
+#[cfg_attr(docsrs, doc(cfg(feature = "keyed")))]
+pub use self::keyed::{KeyedFileStore, KeyedStore};
 pub use self::lock::{LockToken, LockWatch};
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]

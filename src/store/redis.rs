@@ -94,6 +94,7 @@ return version + 1";
 pub struct RedisStore {
     client: redis::Client,
     connection: Arc<Mutex<Option<MultiplexedConnection>>>,
+    prefix: Arc<str>,
     tokens_key: String,
     lock_key: String,
     lock_lifetime: Duration,
@@ -109,6 +110,7 @@ impl RedisStore {
         Ok(Self {
             client,
             connection: Arc::new(Mutex::new(None)),
+            prefix: prefix.into(),
             tokens_key: format!("{prefix}tokens"),
             lock_key: format!("{prefix}lock"),
             lock_lifetime: Duration::from_secs(40),
@@ -172,6 +174,23 @@ impl RedisStore {
                 *self.connection.lock().await = None;
                 Err(StoreError::new(StoreErrorKind::Timeout, None))
             }
+        }
+    }
+}
+
+impl RedisStore {
+    /// The store of the session named `name` in a keyed layer: keys `<prefix><name>:tokens`
+    /// and `<prefix><name>:lock`, on the same connection.
+    pub(crate) fn named(&self, name: &str) -> Self {
+        let prefix = &self.prefix;
+        Self {
+            client: self.client.clone(),
+            connection: Arc::clone(&self.connection),
+            prefix: Arc::clone(&self.prefix),
+            tokens_key: format!("{prefix}{name}:tokens"),
+            lock_key: format!("{prefix}{name}:lock"),
+            lock_lifetime: self.lock_lifetime,
+            command_timeout: self.command_timeout,
         }
     }
 }

@@ -1,0 +1,149 @@
+//! The keyed service: finds the request's session, then does what `AuthService` does.
+
+use std::fmt;
+use std::hash::Hash;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use tower::Service;
+
+use super::key::{KeyFrom, MissingSessionKey, RequestHead};
+use super::sessions::Sessions;
+use crate::auth::Replay;
+use crate::auth::{ResponseFuture, Rules, Session, attach, ours, send};
+use crate::cache::TokenCache;
+use crate::refresh::BoxError;
+use crate::replay::{CloneBody, ReplayPolicy};
+
+/// Attaches the access token of the request's own session (its key's) to every request,
+/// refreshes that session when needed, and retries a request the server rejected, as
+/// [`AuthService`](crate::AuthService) does for one session. Made by
+/// [`KeyedAuthLayer`](super::KeyedAuthLayer).
+///
+/// A request that would get a token but names no session fails with [`MissingSessionKey`],
+/// and is not sent.
+pub struct KeyedAuthService<S, K, P = CloneBody> {
+    inner: S,
+    replay: P,
+    keyed: Arc<Keyed<K>>,
+}
+
+/// What a keyed service needs of its layer value.
+pub(super) struct Keyed<K> {
+    pub(super) sessions: Arc<Sessions<K>>,
+    pub(super) rules: Arc<Rules>,
+    pub(super) key_from: KeyFrom<K>,
+    pub(super) default_key: Option<K>,
+}
+
+impl<K> Keyed<K>
+where
+    K: Clone + Hash + Eq + Send + Sync + 'static,
+{
+    /// The session `request` names, if it names one.
+    #[inline]
+    fn session<B>(&self, request: &Request<B>) -> Option<TokenCache> {
+        match &self.key_from {
+            KeyFrom::Extension => request
+                .extensions()
+                .get::<K>()
+                .or(self.default_key.as_ref())
+                .map(|key| self.sessions.get(key)),
+            KeyFrom::With(key_from) => key_from(&RequestHead::of(request))
+                .or_else(|| self.default_key.clone())
+                .map(|key| self.sessions.get(&key)),
+        }
+    }
+}
+
+impl<S, K, P> KeyedAuthService<S, K, P> {
+    pub(super) fn new(inner: S, replay: P, keyed: Arc<Keyed<K>>) -> Self {
+        Self {
+            inner,
+            replay,
+            keyed,
+        }
+    }
+
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The wrapped service, unwrapped.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: Clone, K, P: Clone> Clone for KeyedAuthService<S, K, P> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            replay: self.replay.clone(),
+            keyed: Arc::clone(&self.keyed),
+        }
+    }
+}
+
+impl<S, K, P, B, ResB> Service<Request<B>> for KeyedAuthService<S, K, P>
+where
+    K: Clone + Hash + Eq + Send + Sync + 'static,
+    P: ReplayPolicy<B>,
+    S: Service<Request<P::Body>, Response = Response<ResB>> + Clone,
+    S::Error: Into<BoxError>,
+{
+    type Response = Response<ResB>;
+    type Error = BoxError;
+    type Future = ResponseFuture<S, P::Body, P::Kept>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let keyed = &*self.keyed;
+        let mut kept = None;
+        if !ours(&request, &keyed.rules.origins) {
+            let request = self.replay.prepare(request, false, &mut kept);
+            return ResponseFuture::passthrough(self.inner.call(request));
+        }
+        let Some(cache) = keyed.session(&request) else {
+            return ResponseFuture::failed(MissingSessionKey::of::<K>().into());
+        };
+        let mut request = self.replay.prepare(request, true, &mut kept);
+        let attached = attach(
+            &mut request,
+            cache.current().as_deref(),
+            &cache,
+            &keyed.rules.windows,
+        );
+        send(
+            &mut self.inner,
+            request,
+            kept.map(|kept| Replay::new(kept, P::replay)),
+            attached,
+            Session::Keyed(cache, Arc::clone(&keyed.rules)),
+        )
+    }
+}
+
+impl<S: fmt::Debug, K, P: fmt::Debug> fmt::Debug for KeyedAuthService<S, K, P>
+where
+    K: Clone + Hash + Eq + Send + Sync + 'static,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyedAuthService")
+            .field("inner", &self.inner)
+            .field("replay", &self.replay)
+            .field("sessions", &self.keyed.sessions)
+            .field("key_from", &self.keyed.key_from)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,126 @@
+//! Stores of many sessions, one per key of a keyed layer.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{FileStore, TokenStore};
+
+/// A store of many sessions, named by their keys: what a
+/// [`KeyedAuthLayer`](crate::keyed::KeyedAuthLayer) keeps its sessions in, each in a
+/// [`TokenStore`] of its own (with its own lock, so sessions refresh independently).
+///
+/// [`RedisStore`](super::RedisStore) is one (keys `<prefix><name>:tokens` and
+/// `<prefix><name>:lock`, one connection for all), and so is [`KeyedFileStore`] (a file per
+/// session in one folder).
+pub trait KeyedStore: Send + Sync + 'static {
+    /// The store of one session.
+    type Store: TokenStore;
+
+    /// The store of the session named `name` (its key's `Display`). Called when the session
+    /// is made in memory; it must not block (no I/O: the store connects when first used).
+    fn store_for(&self, name: &str) -> Self::Store;
+}
+
+#[cfg(feature = "redis")]
+impl KeyedStore for super::RedisStore {
+    type Store = super::RedisStore;
+
+    fn store_for(&self, name: &str) -> Self::Store {
+        self.named(name)
+    }
+}
+
+/// Sessions in files of one folder, a [`FileStore`] each: the session named `alice` in
+/// `<folder>/alice.json`, locked through `alice.json.lock`. The folder is made (readable by its
+/// owner only, on Unix) with the first session saved.
+///
+/// Names are written into file names as they are where they are letters, digits, `-` or `_`
+/// (and `.` not first), and percent-encoded otherwise (`alice@example.com` is
+/// `alice%40example.com.json`), so distinct names never share a file and no name leaves the
+/// folder. A name too long for the file system fails the session's store operations with
+/// [`StoreErrorKind::Unavailable`](super::StoreErrorKind::Unavailable).
+#[derive(Clone)]
+pub struct KeyedFileStore {
+    folder: Arc<Path>,
+    lock_timeout: Duration,
+}
+
+impl KeyedFileStore {
+    /// Sessions in files of `folder`.
+    pub fn new(folder: impl Into<PathBuf>) -> Self {
+        Self {
+            folder: folder.into().into(),
+            lock_timeout: Duration::from_secs(40),
+        }
+    }
+
+    /// How long to wait for a session's refresh lock; see [`FileStore::lock_timeout`].
+    pub fn lock_timeout(mut self, timeout: Duration) -> Self {
+        self.lock_timeout = timeout;
+        self
+    }
+
+    /// The file the session named `name` is kept in.
+    pub fn path_of(&self, name: &str) -> PathBuf {
+        let mut file = String::with_capacity(name.len() + 5);
+        for (index, byte) in name.bytes().enumerate() {
+            let kept = byte.is_ascii_alphanumeric()
+                || byte == b'-'
+                || byte == b'_'
+                || (byte == b'.' && index > 0);
+            if kept {
+                file.push(char::from(byte));
+            } else {
+                file.push_str(&format!("%{byte:02X}"));
+            }
+        }
+        file.push_str(".json");
+        self.folder.join(file)
+    }
+}
+
+impl KeyedStore for KeyedFileStore {
+    type Store = FileStore;
+
+    fn store_for(&self, name: &str) -> FileStore {
+        FileStore::new(self.path_of(name)).lock_timeout(self.lock_timeout)
+    }
+}
+
+impl fmt::Debug for KeyedFileStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyedFileStore")
+            .field("folder", &self.folder)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_become_file_names_that_stay_in_the_folder_and_never_collide() {
+        let store = KeyedFileStore::new("/sessions");
+        let name = |key: &str| {
+            store
+                .path_of(key)
+                .strip_prefix("/sessions")
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_owned()
+        };
+        assert_eq!(name("alice"), "alice.json");
+        assert_eq!(name("alice@example.com"), "alice%40example.com.json");
+        assert_eq!(name("../etc/passwd"), "%2E.%2Fetc%2Fpasswd.json");
+        assert_eq!(name("a%40"), "a%2540.json");
+        assert_eq!(name(""), ".json");
+        assert_eq!(name("é"), "%C3%A9.json");
+        for key in ["../x", "/x", "x/../../y", ".."] {
+            assert_eq!(store.path_of(key).parent(), Some(Path::new("/sessions")));
+        }
+    }
+}
