@@ -80,6 +80,8 @@
 mod auth;
 mod cache;
 mod handle;
+#[cfg(feature = "private-key-jwt")]
+mod jose;
 #[cfg(feature = "oauth2")]
 #[cfg_attr(docsrs, doc(cfg(feature = "oauth2")))]
 pub mod oauth2;
