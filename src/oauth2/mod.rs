@@ -103,6 +103,7 @@ mod response;
 mod revoke;
 mod rotation;
 mod transport;
+mod wiped;
 
 use bytes::Bytes;
 use http_body_util::Full;

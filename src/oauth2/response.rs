@@ -3,16 +3,12 @@
 
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
 use http::header::{CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderMap, StatusCode};
-use http_body::Body;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::error::{Error, ErrorKind};
-use crate::refresh::BoxError;
 use crate::token::{RefreshToken, TokenSet};
 
 /// `expires_in` beyond this (ten years) is taken for a server bug, not a lifetime.
@@ -84,23 +80,6 @@ impl std::fmt::Debug for Grant {
     // As the `grant_type` it is sent as: `RefreshToken` in a `Debug` line reads like a secret.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
-    }
-}
-
-/// Reads a body up to `limit` bytes. `Ok(None)`: it was larger.
-pub(super) async fn read_body<B>(body: B, limit: usize) -> Result<Option<Bytes>, Error>
-where
-    B: Body,
-    B::Error: Into<BoxError>,
-{
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(Some(collected.to_bytes())),
-        Err(error) if error.is::<LengthLimitError>() => Ok(None),
-        Err(error) => Err(Error::new(
-            ErrorKind::Transient,
-            "the token endpoint's answer was cut short",
-        )
-        .with_source(error)),
     }
 }
 
