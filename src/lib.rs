@@ -79,6 +79,9 @@
 
 mod auth;
 mod cache;
+#[cfg(feature = "dpop")]
+#[cfg_attr(docsrs, doc(cfg(feature = "dpop")))]
+pub mod dpop;
 mod handle;
 #[cfg(feature = "private-key-jwt")]
 mod jose;
