@@ -165,7 +165,10 @@ mod tests {
             Some(DpopChallenge::UseNonce)
         );
         assert_eq!(
-            challenge(&[r#"Bearer error="invalid_token""#, r#"dpop ERROR="use_dpop_nonce""#]),
+            challenge(&[
+                r#"Bearer error="invalid_token""#,
+                r#"dpop ERROR="use_dpop_nonce""#
+            ]),
             Some(DpopChallenge::UseNonce)
         );
         // A comma and a quote inside a quoted description do not end it.
@@ -197,14 +200,28 @@ mod tests {
             WWW_AUTHENTICATE,
             HeaderValue::from_static(r#"DPoP error="use_dpop_nonce""#),
         );
-        for status in [StatusCode::OK, StatusCode::BAD_REQUEST, StatusCode::FORBIDDEN] {
+        for status in [
+            StatusCode::OK,
+            StatusCode::BAD_REQUEST,
+            StatusCode::FORBIDDEN,
+        ] {
             assert_eq!(of(status, &headers), None, "{status}");
         }
     }
 
     #[test]
     fn no_panic_on_any_line() {
-        let pieces = ["DPoP", " ", ",", "=", "\"", "\\", "error", "use_dpop_nonce", "é"];
+        let pieces = [
+            "DPoP",
+            " ",
+            ",",
+            "=",
+            "\"",
+            "\\",
+            "error",
+            "use_dpop_nonce",
+            "é",
+        ];
         // Every line of up to four pieces.
         let mut lines = vec![String::new()];
         for _ in 0..4 {

@@ -226,9 +226,13 @@ impl Key {
     pub(super) fn private_jwk(&self) -> Result<Zeroizing<String>, DpopError> {
         let unreadable = |_| key_error("the DPoP key's private part cannot be read");
         let d: Zeroizing<Vec<u8>> = match &self.pair {
-            Pair::Es256(pair) => {
-                Zeroizing::new(pair.private_key().as_be_bytes().map_err(unreadable)?.as_ref().to_vec())
-            }
+            Pair::Es256(pair) => Zeroizing::new(
+                pair.private_key()
+                    .as_be_bytes()
+                    .map_err(unreadable)?
+                    .as_ref()
+                    .to_vec(),
+            ),
             Pair::Ed25519(pair) => Zeroizing::new(
                 pair.seed()
                     .and_then(|seed| seed.as_be_bytes())

@@ -286,6 +286,20 @@ impl Dpop {
             token_endpoint_nonce_refusals: read(&counters.token_nonce_refusals),
         }
     }
+
+    /// The refresher sent a token request again after a nonce challenge.
+    pub(crate) fn count_token_nonce_retry(&self) {
+        let counters = &self.shared.counters;
+        counters.token_nonce_retries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The refresher gave up after a second nonce challenge in a row.
+    pub(crate) fn count_token_nonce_refusal(&self) {
+        let counters = &self.shared.counters;
+        counters
+            .token_nonce_refusals
+            .fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 impl fmt::Debug for Dpop {

@@ -88,7 +88,10 @@ mod tests {
     fn the_latest_nonce_per_origin() {
         let nonces = Nonces::default();
         assert!(nonces.observe("https://as.example", &headers(&["n1"])));
-        assert!(!nonces.observe("https://as.example", &headers(&["n1"])), "same");
+        assert!(
+            !nonces.observe("https://as.example", &headers(&["n1"])),
+            "same"
+        );
         assert!(nonces.observe("https://rs.example", &headers(&["r1"])));
         assert!(nonces.observe("https://as.example", &headers(&["n2"])));
         assert_eq!(nonces.get("https://as.example").as_deref(), Some("n2"));
@@ -104,7 +107,10 @@ mod tests {
         let nonces = Nonces::default();
         let long = "n".repeat(MAX_NONCE_LEN + 1);
         for bad in ["", "a b", "quo\"te", "back\\slash", long.as_str()] {
-            assert!(!nonces.observe("https://as.example", &headers(&[bad])), "{bad:?}");
+            assert!(
+                !nonces.observe("https://as.example", &headers(&[bad])),
+                "{bad:?}"
+            );
         }
         assert_eq!(nonces.get("https://as.example"), None);
         // Several headers: the last valid one.

@@ -102,7 +102,8 @@ pub(super) fn sign(
         nonce,
     };
     let claims = serde_json::to_vec(&claims).map_err(|error| {
-        DpopError::new(DpopErrorKind::Sign, "the proof's claims cannot be encoded").with_source(error)
+        DpopError::new(DpopErrorKind::Sign, "the proof's claims cannot be encoded")
+            .with_source(error)
     })?;
     // Header, claims and an ES256 or Ed25519 signature (86 characters): one allocation.
     let mut jwt = String::with_capacity(key.header().len() + claims.len() * 4 / 3 + 96);
@@ -141,16 +142,24 @@ mod tests {
                 "http://127.0.0.1:8080/realms/r/token",
             ),
             ("https://api.example.com", "https://api.example.com/"),
-            ("https://user@api.example.com/me", "https://api.example.com/me"),
+            (
+                "https://user@api.example.com/me",
+                "https://api.example.com/me",
+            ),
             ("http://[::1]:3000/a/b/", "http://[::1]:3000/a/b/"),
             // Percent-encodings go as the request sends them: the server sees those bytes.
-            ("https://api.example.com/a%2Fb?x#y", "https://api.example.com/a%2Fb"),
+            (
+                "https://api.example.com/a%2Fb?x#y",
+                "https://api.example.com/a%2Fb",
+            ),
         ];
         for (uri, htu) in cases {
             assert_eq!(target_of(uri).unwrap().htu, htu, "{uri}");
         }
         assert_eq!(
-            target_of("https://api.example.com:8443/x?y").unwrap().origin,
+            target_of("https://api.example.com:8443/x?y")
+                .unwrap()
+                .origin,
             "https://api.example.com:8443"
         );
     }

@@ -243,7 +243,10 @@ mod tests {
 
     #[test]
     fn form_encode_is_one_value() {
-        assert_eq!(form_encode("a b+c&d=é:").as_str(), "a+b%2Bc%26d%3D%C3%A9%3A");
+        assert_eq!(
+            form_encode("a b+c&d=é:").as_str(),
+            "a+b%2Bc%26d%3D%C3%A9%3A"
+        );
     }
 
     // The encoder is serde_urlencoded's (form_urlencoded's byte serializer), byte for byte,
@@ -251,7 +254,14 @@ mod tests {
     #[test]
     fn encodes_as_serde_urlencoded_does_into_an_exact_buffer() {
         let all_bytes: String = (1u8..128).map(char::from).collect();
-        let values = ["", "plain", "a b", "~!*'();:@&=+$,/?#[]%", "é ü 中", &all_bytes];
+        let values = [
+            "",
+            "plain",
+            "a b",
+            "~!*'();:@&=+$,/?#[]%",
+            "é ü 中",
+            &all_bytes,
+        ];
         for value in values {
             let mut form = Form::default();
             form.push("k", value);

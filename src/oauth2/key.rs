@@ -158,7 +158,8 @@ impl ClientKey {
                     Some("P-384") => (&ECDSA_P384_SHA384_FIXED_SIGNING, SigningAlgorithm::Es384),
                     _ => return Err(config("the JWK's curve is not P-256 or P-384")),
                 };
-                let point = jose::ec_point(jwk.x.as_deref(), jwk.y.as_deref()).map_err(key_error)?;
+                let point =
+                    jose::ec_point(jwk.x.as_deref(), jwk.y.as_deref()).map_err(key_error)?;
                 let pair = EcdsaKeyPair::from_private_key_and_public_key(
                     signing,
                     &secret(&jwk.d)?,

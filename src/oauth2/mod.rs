@@ -94,6 +94,7 @@ mod builder;
 mod client_auth;
 mod config;
 mod discovery;
+mod dpop;
 mod error;
 mod form;
 #[cfg(feature = "private-key-jwt")]

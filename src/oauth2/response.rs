@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::error::{Error, ErrorKind};
-use crate::token::{RefreshToken, TokenSet};
+use crate::token::{RefreshToken, TokenSet, TokenType};
 
 /// `expires_in` beyond this (ten years) is taken for a server bug, not a lifetime.
 const LONGEST_EXPIRES_IN: f64 = 10.0 * 365.0 * 24.0 * 3600.0;
@@ -141,7 +141,9 @@ fn invalid(message: &'static str) -> Error {
 ///
 /// Refused ([`ErrorKind::InvalidResponse`]) only when there is no usable access token: not a
 /// JSON object, no `access_token` or one a header cannot carry, a `token_type` other than
-/// Bearer (any case), a `refresh_token` that is not visible ASCII. A refused answer's valid
+/// Bearer or DPoP (any case), a `refresh_token` that is not visible ASCII. A `DPoP` token
+/// (RFC 9449 §5) is [`TokenType::DPoP`](crate::TokenType::DPoP) in the token set; without a
+/// `token_type` it is Bearer. A refused answer's valid
 /// refresh token is kept in the error ([`Error::refresh_token`]): the server may have rotated
 /// the old one out. An implausible `expires_in` or `refresh_expires_in` (zero or negative, over
 /// ten years, not a number) is ignored with a warning, for the JWT `exp` claim or the default
@@ -152,6 +154,8 @@ fn invalid(message: &'static str) -> Error {
 ///
 /// let tokens = parse_token_response(br#"{"access_token":"abc","token_type":"bearer","expires_in":900}"#)?;
 /// assert_eq!(tokens.access_token().secret(), "abc");
+/// let bound = parse_token_response(br#"{"access_token":"abc","token_type":"DPoP"}"#)?;
+/// assert_eq!(bound.token_type(), tower_auth_refresh::TokenType::DPoP);
 /// let error = parse_token_response(br#"{"access_token":"abc","token_type":"mac","refresh_token":"r2"}"#).unwrap_err();
 /// assert_eq!(error.kind(), ErrorKind::InvalidResponse);
 /// assert_eq!(error.refresh_token().map(|token| token.secret()), Some("r2"));
@@ -178,9 +182,9 @@ pub fn parse_token_response(body: &[u8]) -> Result<TokenSet, Error> {
             ));
         }
     };
-    let access_token =
+    let (access_token, token_type) =
         access_token(&response).map_err(|error| error.with_refresh_token(refresh_token.clone()))?;
-    let mut tokens = TokenSet::new(access_token);
+    let mut tokens = TokenSet::new(access_token).with_token_type(token_type);
     if let Some(expires_in) = &response.expires_in {
         match seconds(expires_in).filter(|s| *s > 0.0 && *s <= LONGEST_EXPIRES_IN) {
             Some(seconds) => tokens = tokens.with_expires_in(Duration::from_secs_f64(seconds)),
@@ -208,8 +212,8 @@ pub fn parse_token_response(body: &[u8]) -> Result<TokenSet, Error> {
     Ok(tokens)
 }
 
-/// The access token, if the answer has a usable one.
-fn access_token(response: &TokenResponse) -> Result<String, Error> {
+/// The access token and its type, if the answer has a usable one.
+fn access_token(response: &TokenResponse) -> Result<(String, TokenType), Error> {
     let access_token = match &response.access_token {
         Some(Value::String(token)) if !token.is_empty() => token,
         Some(Value::String(_)) | None | Some(Value::Null) => {
@@ -222,15 +226,14 @@ fn access_token(response: &TokenResponse) -> Result<String, Error> {
             "the access_token has characters that cannot be sent in a header",
         ));
     }
-    if let Some(token_type) = &response.token_type {
-        if !token_type
-            .as_str()
-            .is_some_and(|token_type| token_type.eq_ignore_ascii_case("bearer"))
-        {
-            return Err(invalid("the token_type is not Bearer"));
-        }
-    }
-    Ok(access_token.clone())
+    // RFC 6749 §7.1: the type is compared case-insensitively.
+    let token_type = match response.token_type.as_ref().map(Value::as_str) {
+        None => TokenType::Bearer,
+        Some(Some(name)) if name.eq_ignore_ascii_case("bearer") => TokenType::Bearer,
+        Some(Some(name)) if name.eq_ignore_ascii_case("dpop") => TokenType::DPoP,
+        Some(_) => return Err(invalid("the token_type is not Bearer or DPoP")),
+    };
+    Ok((access_token.clone(), token_type))
 }
 
 /// Visible ASCII without spaces: what a bearer token can be (RFC 6750's b64token is narrower,
@@ -244,6 +247,14 @@ fn is_token_text(token: &str) -> bool {
 struct OAuthError {
     error: String,
     error_description: Option<String>,
+}
+
+/// The RFC 6749 §5.2 `error` code of an answer's body, if it has one.
+pub(super) fn error_code(body: &[u8]) -> Option<String> {
+    is_json_object(body)
+        .then(|| serde_json::from_slice::<OAuthError>(body).ok())
+        .flatten()
+        .map(|oauth| oauth.error)
 }
 
 fn is_json_object(body: &[u8]) -> bool {
@@ -297,6 +308,14 @@ pub(super) fn classify(
             (ErrorKind::GrantNotAllowed, REFUSED)
         }
         (Some("invalid_scope"), _) => (ErrorKind::ScopeRejected, REFUSED),
+        // RFC 9449 §8: the server wants its nonce in the proof. The refresher answers one
+        // challenge with a new proof; this is the next one, worth another try only later.
+        (Some("use_dpop_nonce"), _) => (
+            ErrorKind::Transient,
+            "the token endpoint asked for a DPoP nonce again, or without giving one",
+        ),
+        // RFC 9449 §5: the proof itself was refused.
+        (Some("invalid_dpop_proof"), _) => (ErrorKind::Dpop, REFUSED),
         // RFC 7009 §2.2.1: the server cannot revoke this kind of token.
         (Some("invalid_request" | "unsupported_token_type"), _) => (ErrorKind::Rejected, REFUSED),
         (Some(_), _) => (
@@ -413,6 +432,42 @@ mod tests {
         assert_eq!(null_refresh.unwrap().refresh_token(), None);
     }
 
+    #[test]
+    fn dpop_tokens_are_typed_and_nonce_challenges_are_no_refusal() {
+        for (body, token_type) in [
+            (
+                r#"{"access_token":"t","token_type":"DPoP"}"#,
+                TokenType::DPoP,
+            ),
+            (
+                r#"{"access_token":"t","token_type":"dpop"}"#,
+                TokenType::DPoP,
+            ),
+            (
+                r#"{"access_token":"t","token_type":"Bearer"}"#,
+                TokenType::Bearer,
+            ),
+            (r#"{"access_token":"t"}"#, TokenType::Bearer),
+        ] {
+            let tokens = parse_token_response(body.as_bytes()).unwrap();
+            assert_eq!(tokens.token_type(), token_type, "{body}");
+        }
+        let nonce = json(
+            Grant::RefreshToken,
+            400,
+            r#"{"error":"use_dpop_nonce","error_description":"Authorization server requires nonce in DPoP proof"}"#,
+        );
+        assert_eq!(nonce.kind(), ErrorKind::Transient, "{nonce}");
+        assert_eq!(nonce.error_code(), Some("use_dpop_nonce"));
+        let proof = json(
+            Grant::Password,
+            400,
+            r#"{"error":"invalid_dpop_proof","error_description":"DPoP proof htu mismatch"}"#,
+        );
+        assert_eq!(proof.kind(), ErrorKind::Dpop, "{proof}");
+        assert!(!proof.is_transient());
+    }
+
     // Issue 11.1: an implausible lifetime is ignored, not a reason to refuse the answer (and
     // lose its rotated refresh token).
     #[test]
@@ -448,7 +503,6 @@ mod tests {
             r#"{"access_token":"a b"}"#,
             r#"{"access_token":"tøken"}"#,
             r#"{"access_token":"t","token_type":"mac"}"#,
-            r#"{"access_token":"t","token_type":"DPoP"}"#,
             r#"{"access_token":"t","token_type":1}"#,
             r#"{"access_token":42}"#,
             r#"{"access_token":"t","refresh_token":"r 2"}"#,

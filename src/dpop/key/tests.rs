@@ -57,7 +57,10 @@ fn check(key: &Key, algorithm: &str) {
     assert_eq!(header["typ"], "dpop+jwt");
     assert_eq!(header["alg"], algorithm);
     assert_eq!(&header["jwk"], key.public_jwk());
-    assert!(header["jwk"].get("d").is_none(), "no private part in the header");
+    assert!(
+        header["jwk"].get("d").is_none(),
+        "no private part in the header"
+    );
     assert_eq!(key.algorithm(), algorithm);
     assert_eq!(key.thumbprint(), independent_thumbprint(key.public_jwk()));
 }
@@ -136,7 +139,10 @@ fn unusable_keys_are_key_errors() {
         .unwrap()
         .to_pkcs8v1()
         .unwrap();
-    let rsa = RsaPair::generate(KeySize::Rsa2048).unwrap().as_der().unwrap();
+    let rsa = RsaPair::generate(KeySize::Rsa2048)
+        .unwrap()
+        .as_der()
+        .unwrap();
     let p256 = Key::generate_es256().unwrap();
     let mut public_only: Value = p256.public_jwk().clone();
     let other = Key::generate_es256().unwrap();
