@@ -13,11 +13,24 @@ use super::response;
 use super::transport::Answer;
 use crate::token::{TokenSet, TokenType};
 
-/// What the proof of one token request carried: the nonce, to tell a new one from it.
+/// What the proof of one token request carried: the nonce, to tell a new one from it, and the
+/// proof itself, to keep out of errors (a server may echo it).
 #[derive(Default)]
 pub(super) struct Sent {
     #[cfg(feature = "dpop")]
     nonce: Option<std::sync::Arc<str>>,
+    #[cfg(feature = "dpop")]
+    proof: Option<http::HeaderValue>,
+}
+
+impl Sent {
+    /// The proof, for redacting it from a server's words.
+    pub(super) fn proof(&self) -> Option<&str> {
+        #[cfg(feature = "dpop")]
+        return self.proof.as_ref().and_then(|proof| proof.to_str().ok());
+        #[cfg(not(feature = "dpop"))]
+        None
+    }
 }
 
 /// Adds a new proof to a token request, if the refresher has a DPoP key.
@@ -32,8 +45,11 @@ pub(super) fn prove(
             .map_err(|error| {
                 Error::new(ErrorKind::Dpop, "the DPoP proof could not be made").with_source(error)
             })?;
-        request.headers_mut().insert("dpop", proof);
-        return Ok(Sent { nonce });
+        request.headers_mut().insert("dpop", proof.clone());
+        return Ok(Sent {
+            nonce,
+            proof: Some(proof),
+        });
     }
     let _ = (config, request);
     Ok(Sent::default())

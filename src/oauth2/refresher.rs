@@ -183,6 +183,7 @@ where
             }
             let mut secrets = self.config.secrets(Config::presented(presented));
             secrets.extend(post.assertion.as_ref().map(|assertion| assertion.as_str()));
+            secrets.extend(sent.proof());
             let outcome = response::interpret(
                 grant,
                 answer.status,
