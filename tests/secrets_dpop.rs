@@ -4,7 +4,6 @@
 //! refused proof, unreadable keys), run under a TRACE subscriber that captures everything;
 //! and a server that echoes the proof in its `error_description` gets it redacted.
 
-use std::io;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -17,27 +16,10 @@ use tower_auth_refresh::AuthLayer;
 use tower_auth_refresh::dpop::Dpop;
 use tower_auth_refresh::oauth2::{HttpClient, OAuth2Refresher};
 use tower_auth_refresh::test_util::{Api, IdentityProvider, ProviderConfig};
-use tracing_subscriber::fmt::MakeWriter;
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl io::Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Captured {
-        self.clone()
-    }
-}
+#[path = "support/captured_log.rs"]
+mod captured_log;
+use captured_log::Captured;
 
 const PASSWORD: &str = "pw-dpop-S3cr3t&=+-9012";
 const CLIENT_SECRET: &str = "cs-dpop+/:%-3c4d5e";
