@@ -7,6 +7,7 @@ use http::header::{CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde_json::Value;
+use zeroize::Zeroize as _;
 
 use super::error::{Error, ErrorKind};
 use crate::token::{RefreshToken, TokenSet, TokenType};
@@ -130,6 +131,17 @@ struct TokenResponse {
     expires_in: Option<Value>,
     refresh_token: Option<Value>,
     refresh_expires_in: Option<Value>,
+}
+
+impl Drop for TokenResponse {
+    // The tokens' text, as serde_json read it, is wiped like the token sets it goes into.
+    fn drop(&mut self) {
+        for field in [&mut self.access_token, &mut self.refresh_token] {
+            if let Some(Value::String(text)) = field {
+                text.zeroize();
+            }
+        }
+    }
 }
 
 fn invalid(message: &'static str) -> Error {
