@@ -111,9 +111,13 @@ pub struct Stats {
     pub api_ok: u64,
     pub api_unauthorized: u64,
     /// DPoP requests the API accepted, nonce challenges it sent, proofs it refused (and why).
+    #[cfg_attr(not(feature = "dpop"), allow(dead_code))]
     pub api_dpop_ok: u64,
+    #[cfg_attr(not(feature = "dpop"), allow(dead_code))]
     pub api_dpop_nonce_challenges: u64,
+    #[cfg_attr(not(feature = "dpop"), allow(dead_code))]
     pub api_dpop_invalid_proofs: u64,
+    #[cfg_attr(not(feature = "dpop"), allow(dead_code))]
     pub api_dpop_errors: Vec<String>,
 }
 
