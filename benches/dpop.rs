@@ -43,7 +43,7 @@ fn signing_input(dpop: &Dpop) -> Vec<u8> {
         .proof(&Method::GET, &uri(), Some(ACCESS_TOKEN))
         .unwrap();
     let proof = proof.to_str().unwrap();
-    proof[..proof.rfind('.').unwrap()].as_bytes().to_vec()
+    proof.as_bytes()[..proof.rfind('.').unwrap()].to_vec()
 }
 
 /// jsonwebtoken's encode of the same header and claims, with the key given as PKCS#8.

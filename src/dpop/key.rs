@@ -255,7 +255,7 @@ impl Key {
             let _ = write!(jwk, r#","y":"{y}""#);
         }
         jwk.push_str(r#","d":""#);
-        URL_SAFE_NO_PAD.encode_string(&*d, &mut *jwk);
+        URL_SAFE_NO_PAD.encode_string(&*d, &mut jwk);
         jwk.push_str(r#""}"#);
         Ok(jwk)
     }

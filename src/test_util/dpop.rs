@@ -262,6 +262,6 @@ mod tests {
         assert!(nonces.accepts(Some(&first)), "the previous one");
         nonces.rotate(&mut ids);
         assert!(!nonces.accepts(Some(&first)), "two rotations ago");
-        assert!(nonces.accepts(Some(&nonces.current().to_owned())));
+        assert!(nonces.accepts(Some(nonces.current())));
     }
 }
