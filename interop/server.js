@@ -8,17 +8,20 @@
 //     "user": { "username": "...", "password": "..." },
 //     "enforceBasic": ["client-id", ...],        // clients that must use HTTP Basic at /token
 //     "dpopNonce": ["client-id", ...],           // clients whose DPoP proofs need a nonce
+//     "apiDpopNonce": true,                      // the API wants its own nonce in proofs
 //     "clients": [ oidc-provider client metadata, ... ] }
 //
 // Once listening it prints one JSON line on stdout: { "issuer", "token", "revocation",
 // "introspection", "discovery", "api", "control" }. It exits when its stdin closes, so a
 // test that dies leaves no node process behind.
 
-import { randomBytes, generateKeyPairSync } from 'node:crypto';
+import { createHash, randomBytes, generateKeyPairSync } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import http from 'node:http';
 
 import Provider, { errors } from 'oidc-provider';
+// oidc-provider's own JOSE library (panva/jose), for the API's DPoP proofs.
+import { EmbeddedJWK, calculateJwkThumbprint, jwtVerify } from 'jose';
 // The password grant has to check DPoP proofs itself; oidc-provider's own grants use these
 // helpers. Deep imports of a version pinned exactly in package.json.
 import validateDpop, { checkDpopReplay } from 'oidc-provider/lib/helpers/validate_dpop.js';
@@ -48,6 +51,11 @@ const stats = {
   introspections: 0,
   api_ok: 0,
   api_unauthorized: 0,
+  // The API's DPoP requests: accepted, nonce challenges, refused proofs (and why, newest last).
+  api_dpop_ok: 0,
+  api_dpop_nonce_challenges: 0,
+  api_dpop_invalid_proofs: 0,
+  api_dpop_errors: [],
 };
 
 function countToken(grantType, outcome) {
@@ -324,6 +332,9 @@ idpServer.on('request', provider.callback());
 
 // ---------------------------------------------------------------------------------------------
 // The protected API: 200 for a valid access token, 401 with RFC 6750's challenge otherwise.
+// A DPoP-bound token must come as `Authorization: DPoP` with a proof of this request signed by
+// its key (RFC 9449 §7), checked with jose; with `apiDpopNonce`, the proof must carry the
+// API's own nonce (not the identity provider's): §9's `use_dpop_nonce` challenge.
 
 function unauthorized(res, scheme = 'Bearer') {
   stats.api_unauthorized += 1;
@@ -334,18 +345,92 @@ function unauthorized(res, scheme = 'Bearer') {
   res.end(JSON.stringify({ error: 'invalid_token' }));
 }
 
+const apiNonce = { current: randomBytes(16).toString('base64url'), previous: undefined };
+const apiJtis = new Set();
+
+function dpopRefused(res, error, description) {
+  stats.api_unauthorized += 1;
+  const headers = {
+    'content-type': 'application/json',
+    'www-authenticate': `DPoP algs="ES256 EdDSA", error="${error}", error_description="${description}"`,
+  };
+  if (config.apiDpopNonce) headers['dpop-nonce'] = apiNonce.current;
+  if (error === 'use_dpop_nonce') {
+    stats.api_dpop_nonce_challenges += 1;
+  } else {
+    stats.api_dpop_invalid_proofs += 1;
+    stats.api_dpop_errors.push(description);
+    if (stats.api_dpop_errors.length > 50) stats.api_dpop_errors.shift();
+  }
+  res.writeHead(401, headers);
+  res.end(JSON.stringify({ error, error_description: description }));
+}
+
+// The proof's problem, or undefined when it proves this request with the token's key.
+async function dpopProblem(req, proof, accessToken, token) {
+  let payload;
+  let protectedHeader;
+  try {
+    ({ payload, protectedHeader } = await jwtVerify(proof, EmbeddedJWK, {
+      typ: 'dpop+jwt', algorithms: ['ES256', 'EdDSA', 'Ed25519'],
+    }));
+  } catch (error) {
+    return ['invalid_dpop_proof', `DPoP proof: ${error.code ?? error.message}`];
+  }
+  if (typeof payload.jti !== 'string' || !payload.jti) return ['invalid_dpop_proof', 'DPoP proof must have a jti'];
+  if (payload.htm !== req.method) return ['invalid_dpop_proof', 'DPoP proof htm mismatch'];
+  const expected = new URL(req.url, `http://${req.headers.host}`);
+  expected.search = '';
+  const htu = URL.parse(payload.htu ?? '');
+  if (!htu) return ['invalid_dpop_proof', 'DPoP proof htu mismatch'];
+  htu.search = '';
+  htu.hash = '';
+  if (htu.href !== expected.href) return ['invalid_dpop_proof', 'DPoP proof htu mismatch'];
+  if (typeof payload.iat !== 'number' || Math.abs(Date.now() / 1000 - payload.iat) > 60) {
+    return ['invalid_dpop_proof', 'DPoP proof iat is not recent enough'];
+  }
+  if (payload.ath !== createHash('sha256').update(accessToken).digest('base64url')) {
+    return ['invalid_dpop_proof', 'DPoP proof ath mismatch'];
+  }
+  if (await calculateJwkThumbprint(protectedHeader.jwk) !== token.jkt) {
+    return ['invalid_dpop_proof', 'DPoP proof key is not the key the token is bound to'];
+  }
+  const nonceTaken = typeof payload.nonce === 'string'
+    && (payload.nonce === apiNonce.current || payload.nonce === apiNonce.previous);
+  if (config.apiDpopNonce && !nonceTaken) {
+    return ['use_dpop_nonce', 'Resource server requires nonce in DPoP proof'];
+  }
+  if (apiJtis.has(payload.jti)) return ['invalid_dpop_proof', 'DPoP proof JWT Replay detected'];
+  apiJtis.add(payload.jti);
+  return undefined;
+}
+
 const api = http.createServer(async (req, res) => {
-  const match = /^Bearer ([^ ]+)$/.exec(req.headers.authorization ?? '');
+  const match = /^(Bearer|DPoP) ([^ ]+)$/.exec(req.headers.authorization ?? '');
   if (!match) return unauthorized(res);
-  const value = match[1];
+  const [, scheme, value] = match;
   const token = await provider.AccessToken.find(value) ?? await provider.ClientCredentials.find(value);
   // `find` allows oidc-provider's clock tolerance (15 s); a resource server here is strict.
-  if (!token || token.isExpired) return unauthorized(res);
-  // A DPoP-bound token sent as a bearer token is refused (RFC 9449 §7.1).
-  if (token.jkt) return unauthorized(res);
+  if (!token || token.isExpired) return unauthorized(res, scheme);
+  if (scheme === 'Bearer' && token.jkt) {
+    // A DPoP-bound token sent as a bearer token is refused (RFC 9449 §7.2).
+    return unauthorized(res);
+  }
+  const headers = { 'content-type': 'application/json' };
+  if (scheme === 'DPoP') {
+    if (!token.jkt) return unauthorized(res, 'DPoP');
+    const proof = req.headers.dpop;
+    if (typeof proof !== 'string') return dpopRefused(res, 'invalid_dpop_proof', 'DPoP proof missing');
+    const problem = await dpopProblem(req, proof, value, token);
+    if (problem) return dpopRefused(res, ...problem);
+    stats.api_dpop_ok += 1;
+    if (config.apiDpopNonce) headers['dpop-nonce'] = apiNonce.current;
+  }
   stats.api_ok += 1;
-  res.writeHead(200, { 'content-type': 'application/json' });
-  res.end(JSON.stringify({ sub: token.accountId ?? null, client_id: token.clientId, scope: token.scope ?? '' }));
+  res.writeHead(200, headers);
+  res.end(JSON.stringify({
+    sub: token.accountId ?? null, client_id: token.clientId, scope: token.scope ?? '', jkt: token.jkt ?? null,
+  }));
 });
 const apiPort = await listen(api);
 
@@ -361,6 +446,11 @@ const actions = {
   'POST /revoke-refresh-tokens': () => ({
     revoked: forEachStored('RefreshToken', (key) => store.delete(key)),
   }),
+  'POST /rotate-api-dpop-nonce': () => {
+    apiNonce.previous = apiNonce.current;
+    apiNonce.current = randomBytes(16).toString('base64url');
+    return { rotated: 1 };
+  },
   'POST /expire-refresh-tokens': () => ({
     expired: forEachStored('RefreshToken', (key, payload) => {
       payload.exp = Math.floor(Date.now() / 1000) - 1;

@@ -79,7 +79,12 @@
 
 mod auth;
 mod cache;
+#[cfg(feature = "dpop")]
+#[cfg_attr(docsrs, doc(cfg(feature = "dpop")))]
+pub mod dpop;
 mod handle;
+#[cfg(feature = "private-key-jwt")]
+mod jose;
 #[cfg(feature = "keyed")]
 #[cfg_attr(docsrs, doc(cfg(feature = "keyed")))]
 pub mod keyed;

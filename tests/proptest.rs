@@ -14,9 +14,9 @@ use proptest::prelude::*;
 use proptest::sample::Index;
 use serde_json::{Value, json};
 use tokio::time::Instant;
-use tower_auth_refresh::TokenSet;
 use tower_auth_refresh::jwt_expiry;
 use tower_auth_refresh::oauth2::{Error, ErrorKind, parse_token_response};
+use tower_auth_refresh::{TokenSet, TokenType};
 
 /// The longest `expires_in` accepted: ten years of 365 days.
 const TEN_YEARS: u64 = 315_360_000;
@@ -136,6 +136,8 @@ fn valid(min_token: usize) -> impl Strategy<Value = Valid> {
         Just("bearer".to_owned()),
         Just("BEARER".to_owned()),
         "[bB][eE][aA][rR][eE][rR]",
+        // RFC 9449 §5: a DPoP-bound token.
+        "[dD][pP][oO][pP]",
     ];
     (
         token_text(min_token),
@@ -186,7 +188,7 @@ enum Flaw {
     AccessTokenChar(Index, char),
     /// This character inserted into the refresh token (one is added if there was none).
     RefreshTokenChar(Index, char),
-    /// A `token_type` other than Bearer.
+    /// A `token_type` other than Bearer and DPoP.
     TokenType(Value),
     /// No usable `access_token`: missing (`None`), or this value (null, "", not a string).
     AccessToken(Option<Value>),
@@ -195,15 +197,17 @@ enum Flaw {
 fn bad_token_type() -> impl Strategy<Value = Value> {
     prop_oneof![
         Just(json!("mac")),
-        Just(json!("DPoP")),
+        Just(json!("DPoP ")),
+        Just(json!("DPoP-Bearer")),
         Just(json!("")),
         Just(json!("Bearer ")),
         Just(json!(" bearer")),
         Just(json!("bearer\u{0}")),
         Just(json!(1)),
         Just(json!(["Bearer"])),
-        "[ -~]{0,12}".prop_filter_map("not bearer", |text: String| {
-            (!text.eq_ignore_ascii_case("bearer")).then(|| json!(text))
+        "[ -~]{0,12}".prop_filter_map("not bearer or dpop", |text: String| {
+            (!text.eq_ignore_ascii_case("bearer") && !text.eq_ignore_ascii_case("dpop"))
+                .then(|| json!(text))
         }),
     ]
 }
@@ -476,6 +480,11 @@ proptest! {
             tokens.refresh_token().map(|token| token.secret()),
             response.refresh_token.as_deref()
         );
+        let dpop = response
+            .token_type
+            .as_deref()
+            .is_some_and(|name| name.eq_ignore_ascii_case("dpop"));
+        prop_assert_eq!(tokens.token_type() == TokenType::DPoP, dpop);
         match response.expires_in {
             Some((seconds, _)) => {
                 let lifetime = Duration::from_secs(seconds);

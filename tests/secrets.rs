@@ -2,7 +2,6 @@
 //! cycle runs with a TRACE subscriber capturing everything, and every secret it used is looked
 //! for in that output and in the `Debug` of every public type.
 
-use std::io;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -14,27 +13,10 @@ use tower::{Layer, ServiceExt, service_fn};
 use tower_auth_refresh::oauth2::OAuth2Refresher;
 use tower_auth_refresh::test_util::{Api, Fault, IdentityProvider, ProviderConfig};
 use tower_auth_refresh::{AccessToken, AuthLayer, Origin, RefreshReason, RefreshRequest, TokenSet};
-use tracing_subscriber::fmt::MakeWriter;
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl io::Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Captured {
-        self.clone()
-    }
-}
+#[path = "support/captured_log.rs"]
+mod captured_log;
+use captured_log::Captured;
 
 const PASSWORD: &str = "pw-S3cr3t&=+ é-1234";
 const CLIENT_SECRET: &str = "cs-9f8e7d6c5b4a";

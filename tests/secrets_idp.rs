@@ -3,7 +3,6 @@
 //! sends; and a server that echoes the whole request in its `error_description` gets none of
 //! them into an error.
 
-use std::io;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -13,27 +12,10 @@ use tower::{ServiceExt, service_fn};
 use tower_auth_refresh::oauth2::{ClientAuthMethod, OAuth2Refresher, ProviderMetadata};
 use tower_auth_refresh::test_util::{Fault, IdentityProvider, ProviderConfig};
 use tower_auth_refresh::{AuthLayer, RevokeRequest, TokenSet};
-use tracing_subscriber::fmt::MakeWriter;
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl io::Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Captured {
-        self.clone()
-    }
-}
+#[path = "support/captured_log.rs"]
+mod captured_log;
+use captured_log::Captured;
 
 const PASSWORD: &str = "pw-idp-S3cr3t&=+-5678";
 const CLIENT_SECRET: &str = "cs-idp+/:%-0a1b2c";

@@ -53,6 +53,10 @@ pub struct OAuth2RefresherBuilder {
     pub(super) max_response: usize,
     /// The server's metadata lists neither secret method for a client with a secret.
     no_secret_method: bool,
+    #[cfg(feature = "dpop")]
+    dpop: Option<crate::dpop::Dpop>,
+    #[cfg(feature = "dpop")]
+    bearer_fallback: bool,
 }
 
 impl OAuth2RefresherBuilder {
@@ -80,6 +84,10 @@ impl OAuth2RefresherBuilder {
             refresh_margin: Duration::from_secs(30),
             max_response: DEFAULT_MAX_RESPONSE,
             no_secret_method: false,
+            #[cfg(feature = "dpop")]
+            dpop: None,
+            #[cfg(feature = "dpop")]
+            bearer_fallback: false,
         }
     }
 
@@ -122,6 +130,48 @@ impl OAuth2RefresherBuilder {
     #[cfg_attr(docsrs, doc(cfg(feature = "private-key-jwt")))]
     pub fn client_key(mut self, key: ClientKey) -> Self {
         self.client_key = Some(key);
+        self
+    }
+
+    /// The client's DPoP key (RFC 9449; feature `dpop`): every token request (login, refresh,
+    /// client credentials) then carries a new proof signed with it, and the tokens come back
+    /// bound to it (`token_type: DPoP`). Give the same [`Dpop`](crate::dpop::Dpop) (or a clone)
+    /// to the code that calls the API: the nonces the token endpoint sends are kept in it.
+    ///
+    /// A `400 {"error":"use_dpop_nonce"}` with a `DPoP-Nonce` is answered once, with a new
+    /// proof carrying that nonce; a second one in a row is a [`ErrorKind::Transient`] error
+    /// (counted in [`DpopStats::token_endpoint_nonce_refusals`](crate::dpop::DpopStats)), never
+    /// a loop. A refused proof (`invalid_dpop_proof`) is [`ErrorKind::Dpop`], and so is a
+    /// Bearer answer unless [`bearer_fallback`](Self::bearer_fallback) allows it.
+    ///
+    /// ```
+    /// use tower_auth_refresh::dpop::Dpop;
+    /// use tower_auth_refresh::oauth2::OAuth2Refresher;
+    ///
+    /// # fn main() -> Result<(), tower_auth_refresh::BoxError> {
+    /// let dpop = Dpop::generate()?;
+    /// let refresher = OAuth2Refresher::builder("https://idp.example/token", "my-public-client")
+    ///     .password("user", "password")
+    ///     .dpop(dpop.clone())
+    ///     .build_http()?;
+    /// # let _ = refresher;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "dpop")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "dpop")))]
+    pub fn dpop(mut self, dpop: crate::dpop::Dpop) -> Self {
+        self.dpop = Some(dpop);
+        self
+    }
+
+    /// Whether a DPoP client takes a Bearer token from a server that ignored its proof
+    /// (default `false`: such an answer is [`ErrorKind::Dpop`], terminal, because the client
+    /// asked for sender-constrained tokens and the server did not give them). With `true`, the
+    /// token set is [`TokenType::Bearer`](crate::TokenType::Bearer), sent as a bearer token.
+    #[cfg(feature = "dpop")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "dpop")))]
+    pub fn bearer_fallback(mut self, accept: bool) -> Self {
+        self.bearer_fallback = accept;
         self
     }
 
@@ -337,10 +387,13 @@ impl OAuth2RefresherBuilder {
             .any(|name| self.headers.contains_key(name))
             || (method == ClientAuthMethod::ClientSecretBasic
                 && self.headers.contains_key(AUTHORIZATION));
+        #[cfg(feature = "dpop")]
+        let reserved_header =
+            reserved_header || (self.dpop.is_some() && self.headers.contains_key("dpop"));
         if reserved_header {
             return Err(Error::new(
                 ErrorKind::Config,
-                "an extra header is one the refresher sets itself (Content-Type, Content-Length, Host, or Authorization with client_secret_basic)",
+                "an extra header is one the refresher sets itself (Content-Type, Content-Length, Host, Authorization with client_secret_basic, DPoP with a DPoP key)",
             ));
         }
         let credentials = Credentials::new(
@@ -363,6 +416,10 @@ impl OAuth2RefresherBuilder {
             headers: self.headers,
             refresh_margin: self.refresh_margin,
             max_response: self.max_response,
+            #[cfg(feature = "dpop")]
+            dpop: self.dpop,
+            #[cfg(feature = "dpop")]
+            bearer_fallback: self.bearer_fallback,
         };
         Ok(OAuth2Refresher::from_parts(client, Arc::new(config)))
     }
@@ -393,6 +450,10 @@ impl fmt::Debug for OAuth2RefresherBuilder {
             .field("client_auth", &self.client_auth);
         #[cfg(feature = "private-key-jwt")]
         debug.field("client_key", &self.client_key);
+        #[cfg(feature = "dpop")]
+        debug
+            .field("dpop", &self.dpop)
+            .field("bearer_fallback", &self.bearer_fallback);
         debug
             .field("login", &self.login.as_ref().map(|_| "configured"))
             .finish_non_exhaustive()

@@ -182,8 +182,8 @@ impl Credentials {
 fn basic(client_id: &str, secret: &str) -> Result<HeaderValue, Error> {
     let joined = Zeroizing::new(format!(
         "{}:{}",
-        form_encode(client_id),
-        form_encode(secret)
+        form_encode(client_id).as_str(),
+        form_encode(secret).as_str()
     ));
     let encoded = Zeroizing::new(format!("Basic {}", STANDARD.encode(joined.as_bytes())));
     // Base64 is always a valid header value; the error cannot happen.
@@ -237,7 +237,7 @@ mod tests {
             credentials
                 .apply("c", &url, &mut form, &mut headers)
                 .unwrap();
-            assert_eq!(form.encode().as_str(), body, "{credentials:?}");
+            assert_eq!(form.encode().as_slice(), body.as_bytes(), "{credentials:?}");
             assert_eq!(headers.contains_key(AUTHORIZATION), header);
         }
         for name in [

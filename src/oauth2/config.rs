@@ -36,6 +36,12 @@ pub(super) struct Config {
     pub(super) headers: HeaderMap,
     pub(super) refresh_margin: Duration,
     pub(super) max_response: usize,
+    /// The DPoP key every token request proves, and the nonces it learnt.
+    #[cfg(feature = "dpop")]
+    pub(super) dpop: Option<crate::dpop::Dpop>,
+    /// Whether a Bearer answer to a DPoP client is taken (a server that ignores DPoP).
+    #[cfg(feature = "dpop")]
+    pub(super) bearer_fallback: bool,
 }
 
 impl Config {
@@ -55,6 +61,10 @@ impl Config {
             headers: HeaderMap::new(),
             refresh_margin: Duration::from_secs(30),
             max_response: DEFAULT_MAX_RESPONSE,
+            #[cfg(feature = "dpop")]
+            dpop: None,
+            #[cfg(feature = "dpop")]
+            bearer_fallback: false,
         }
     }
 
@@ -100,7 +110,18 @@ impl fmt::Debug for Config {
             .field("refresh_params", &names(&self.refresh_params))
             .field("headers", &self.headers.keys().collect::<Vec<_>>())
             .field("refresh_margin", &self.refresh_margin)
+            .field("dpop", &self.dpop_debug())
             .finish()
+    }
+}
+
+impl Config {
+    /// The DPoP key's `Debug` (algorithm and thumbprint), or `None`.
+    fn dpop_debug(&self) -> Option<&dyn fmt::Debug> {
+        #[cfg(feature = "dpop")]
+        return self.dpop.as_ref().map(|dpop| dpop as &dyn fmt::Debug);
+        #[cfg(not(feature = "dpop"))]
+        None
     }
 }
 

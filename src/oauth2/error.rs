@@ -87,8 +87,8 @@ pub enum ErrorKind {
     Transient,
     /// A success answer that cannot be used: not a JSON object, too large, no usable
     /// `access_token` (missing, empty, not a string, or with characters a header cannot carry),
-    /// a `token_type` other than Bearer (compared case-insensitively), a `refresh_token` that
-    /// is not visible ASCII. Retried like a transient failure; a valid refresh token in the
+    /// a `token_type` other than Bearer or DPoP (compared case-insensitively), a
+    /// `refresh_token` that is not visible ASCII. Retried like a transient failure; a valid refresh token in the
     /// answer is kept in the error ([`Error::refresh_token`]), because the server may have
     /// rotated the old one out.
     ///
@@ -96,6 +96,24 @@ pub enum ErrorKind {
     /// to refuse an answer: it is ignored, with a warning, for the JWT `exp` claim or the
     /// default lifetime.
     InvalidResponse,
+    /// DPoP (RFC 9449) cannot work as configured, and trying again unchanged will not help:
+    ///
+    /// - the token endpoint issued a DPoP-bound token (`token_type: DPoP`) to a refresher
+    ///   without a DPoP key (feature `dpop`, `OAuth2RefresherBuilder::dpop`): it cannot be used
+    ///   without proofs;
+    /// - it issued a Bearer token to a DPoP client (a server that ignored the proof) and
+    ///   `OAuth2RefresherBuilder::bearer_fallback` does not allow that;
+    /// - it refused the proof: `invalid_dpop_proof` (an algorithm it does not take, a clock
+    ///   far from the server's, an `htu` that is not the URL it sees behind a proxy);
+    /// - the key failed to sign a proof.
+    ///
+    /// A refresh token in such an answer is kept ([`Error::refresh_token`]). A nonce
+    /// challenge (`use_dpop_nonce`) is not this kind: it is answered once, and a second one in
+    /// a row is [`Transient`](ErrorKind::Transient).
+    ///
+    /// node oidc-provider `400 {"error":"invalid_dpop_proof","error_description":"DPoP proof
+    /// htu mismatch"}`.
+    Dpop,
     /// The refresher's configuration is unusable, e.g. a token URL that would send
     /// credentials over plain HTTP to a host other than this machine, a client authentication
     /// method without its credential, a key that cannot be read, a revocation without a

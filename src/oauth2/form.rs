@@ -10,10 +10,11 @@ use zeroize::Zeroizing;
 use super::config::{Config, Login};
 use super::error::Error;
 use super::response::Grant;
+use super::wiped;
 use crate::token::RefreshToken;
 
 /// A form body being built; every value is wiped from memory when it is dropped.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub(super) struct Form(Vec<(String, Zeroizing<String>)>);
 
 impl Form {
@@ -28,21 +29,57 @@ impl Form {
         }
     }
 
-    pub(super) fn encode(&self) -> Zeroizing<String> {
-        let pairs: Vec<(&str, &str)> = self
+    /// The body, `name=value&…`, in a buffer of its exact size (so that no reallocation leaves
+    /// a copy of a secret behind), wiped when dropped.
+    pub(super) fn encode(&self) -> Zeroizing<Vec<u8>> {
+        let length: usize = self
             .0
             .iter()
-            .map(|(name, value)| (name.as_str(), value.as_str()))
-            .collect();
-        // Encoding `&str` pairs cannot fail; an empty body would be refused by the server.
-        Zeroizing::new(serde_urlencoded::to_string(&pairs).unwrap_or_default())
+            .map(|(name, value)| encoded_len(name) + 1 + encoded_len(value))
+            .sum::<usize>()
+            + self.0.len().saturating_sub(1);
+        let mut body = Zeroizing::new(Vec::with_capacity(length));
+        for (index, (name, value)) in self.0.iter().enumerate() {
+            if index > 0 {
+                body.push(b'&');
+            }
+            encode_into(name, &mut body);
+            body.push(b'=');
+            encode_into(value, &mut body);
+        }
+        body
     }
 }
 
-/// One value, `application/x-www-form-urlencoded` (RFC 6749 Appendix B).
-pub(super) fn form_encode(value: &str) -> String {
-    let pair = serde_urlencoded::to_string([("v", value)]).unwrap_or_default();
-    pair.get(2..).unwrap_or_default().to_owned()
+/// Bytes that `application/x-www-form-urlencoded` keeps as they are (the WHATWG URL
+/// standard's byte serializer, as serde_urlencoded and every browser encode forms).
+fn is_kept(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'*' | b'-' | b'.' | b'_')
+}
+
+fn encoded_len(text: &str) -> usize {
+    text.bytes()
+        .map(|b| if is_kept(b) || b == b' ' { 1 } else { 3 })
+        .sum()
+}
+
+fn encode_into(text: &str, out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for b in text.bytes() {
+        match b {
+            b' ' => out.push(b'+'),
+            b if is_kept(b) => out.push(b),
+            b => out.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]),
+        }
+    }
+}
+
+/// One value, `application/x-www-form-urlencoded` (RFC 6749 Appendix B), wiped when dropped.
+pub(super) fn form_encode(value: &str) -> Zeroizing<String> {
+    let mut encoded = Zeroizing::new(Vec::with_capacity(encoded_len(value)));
+    encode_into(value, &mut encoded);
+    // Only ASCII was written.
+    Zeroizing::new(String::from_utf8(std::mem::take(&mut *encoded)).unwrap_or_default())
 }
 
 /// The login grant's form, or `None` when no login is configured.
@@ -103,8 +140,7 @@ pub(super) fn post(config: &Config, url: &Uri, mut form: Form) -> Result<Post, E
         HeaderValue::from_static("application/x-www-form-urlencoded"),
     );
     headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
-    let body = form.encode();
-    *request.body_mut() = Full::new(Bytes::from(body.as_bytes().to_vec()));
+    *request.body_mut() = wiped::body(form.encode());
     Ok(Post { request, assertion })
 }
 
@@ -207,6 +243,34 @@ mod tests {
 
     #[test]
     fn form_encode_is_one_value() {
-        assert_eq!(form_encode("a b+c&d=é:"), "a+b%2Bc%26d%3D%C3%A9%3A");
+        assert_eq!(
+            form_encode("a b+c&d=é:").as_str(),
+            "a+b%2Bc%26d%3D%C3%A9%3A"
+        );
+    }
+
+    // The encoder is serde_urlencoded's (form_urlencoded's byte serializer), byte for byte,
+    // and its buffer is exactly as long as the body.
+    #[test]
+    fn encodes_as_serde_urlencoded_does_into_an_exact_buffer() {
+        let all_bytes: String = (1u8..128).map(char::from).collect();
+        let values = [
+            "",
+            "plain",
+            "a b",
+            "~!*'();:@&=+$,/?#[]%",
+            "é ü 中",
+            &all_bytes,
+        ];
+        for value in values {
+            let mut form = Form::default();
+            form.push("k", value);
+            form.push("n a/me", "v");
+            let ours = form.encode();
+            let theirs = serde_urlencoded::to_string([("k", value), ("n a/me", "v")]).unwrap();
+            assert_eq!(String::from_utf8_lossy(&ours), theirs, "{value:?}");
+            assert_eq!(ours.capacity(), ours.len(), "{value:?}");
+        }
+        assert!(Form::default().encode().is_empty());
     }
 }

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::error::{Error, ErrorKind};
+use crate::jose::{self, Wiped};
 
 /// How long an assertion is valid: RFC 7523 §3 wants an `exp`; a minute outlives any clock
 /// skew a server tolerates without making a captured assertion useful for long.
@@ -99,17 +100,6 @@ struct PrivateJwk {
     qi: Option<Wiped>,
 }
 
-/// A private JWK field, wiped from memory when dropped.
-#[derive(Deserialize)]
-#[serde(from = "String")]
-struct Wiped(Zeroizing<String>);
-
-impl From<String> for Wiped {
-    fn from(text: String) -> Self {
-        Self(Zeroizing::new(text))
-    }
-}
-
 #[derive(Serialize)]
 struct Claims<'a> {
     iss: &'a str,
@@ -129,23 +119,7 @@ impl ClientKey {
     /// (`BEGIN RSA PRIVATE KEY`) or SEC1 (`BEGIN EC PRIVATE KEY`, with or without the
     /// `EC PARAMETERS` block before it). An encrypted key must be decrypted first.
     pub fn from_pem(pem: &[u8]) -> Result<Self, Error> {
-        let blocks = pem::parse_many(pem)
-            .map_err(|error| config("the client key is not PEM").with_source(error))?;
-        let mut encrypted = false;
-        for block in blocks {
-            match block.tag() {
-                "PRIVATE KEY" | "RSA PRIVATE KEY" | "EC PRIVATE KEY" => {
-                    return Self::from_der(&Zeroizing::new(block.into_contents()));
-                }
-                "ENCRYPTED PRIVATE KEY" => encrypted = true,
-                _ => {}
-            }
-        }
-        Err(config(if encrypted {
-            "the client key is encrypted; decrypt it first (openssl pkcs8 -nocrypt)"
-        } else {
-            "the PEM has no private key (a certificate or a public key is not enough)"
-        }))
+        Self::from_der(&jose::private_key_der(pem).map_err(key_error)?)
     }
 
     /// Reads a DER private key: PKCS#8 (RSA or EC), PKCS#1 (RSA) or SEC1 (EC).
@@ -175,10 +149,8 @@ impl ClientKey {
     pub fn from_jwk(jwk: &str) -> Result<Self, Error> {
         let jwk: PrivateJwk = serde_json::from_str(jwk)
             .map_err(|error| config("the client key is not a JWK").with_source(error))?;
-        let bytes = |field: &Option<String>| -> Result<Vec<u8>, Error> { decode(field.as_deref()) };
-        let secret = |field: &Option<Wiped>| -> Result<Zeroizing<Vec<u8>>, Error> {
-            decode(field.as_ref().map(|value| value.0.as_str())).map(Zeroizing::new)
-        };
+        let bytes = |field: &Option<String>| jose::decode(field.as_deref()).map_err(key_error);
+        let secret = |field: &Option<Wiped>| jose::decode_secret(field.as_ref()).map_err(key_error);
         let key = match jwk.kty.as_str() {
             "EC" => {
                 let (signing, algorithm) = match jwk.crv.as_deref() {
@@ -186,9 +158,8 @@ impl ClientKey {
                     Some("P-384") => (&ECDSA_P384_SHA384_FIXED_SIGNING, SigningAlgorithm::Es384),
                     _ => return Err(config("the JWK's curve is not P-256 or P-384")),
                 };
-                let mut point = vec![0x04];
-                point.extend(bytes(&jwk.x)?);
-                point.extend(bytes(&jwk.y)?);
+                let point =
+                    jose::ec_point(jwk.x.as_deref(), jwk.y.as_deref()).map_err(key_error)?;
                 let pair = EcdsaKeyPair::from_private_key_and_public_key(
                     signing,
                     &secret(&jwk.d)?,
@@ -344,12 +315,13 @@ fn curves() -> [(&'static EcdsaSigningAlgorithm, SigningAlgorithm); 2] {
     ]
 }
 
-/// base64url, with or without padding (RFC 7515 §2 says without; some tools add it).
-fn decode(field: Option<&str>) -> Result<Vec<u8>, Error> {
-    let text = field.ok_or_else(|| config("the JWK lacks a field its key type needs"))?;
-    URL_SAFE_NO_PAD
-        .decode(text.trim_end_matches('='))
-        .map_err(|error| config("a JWK field is not base64url").with_source(error))
+/// A key that could not be read, as the refresher's configuration error.
+fn key_error(error: jose::KeyError) -> Error {
+    let config = config(error.message);
+    match error.source {
+        Some(source) => config.with_source(source),
+        None => config,
+    }
 }
 
 impl fmt::Debug for ClientKey {

@@ -94,6 +94,7 @@ mod builder;
 mod client_auth;
 mod config;
 mod discovery;
+mod dpop;
 mod error;
 mod form;
 #[cfg(feature = "private-key-jwt")]
@@ -103,6 +104,7 @@ mod response;
 mod revoke;
 mod rotation;
 mod transport;
+mod wiped;
 
 use bytes::Bytes;
 use http_body_util::Full;

@@ -12,6 +12,7 @@ use tower::Service;
 
 use super::builder::OAuth2RefresherBuilder;
 use super::config::Config;
+use super::dpop;
 use super::error::{Error, ErrorKind};
 use super::form::{self, Form};
 use super::response::{self, Grant};
@@ -158,37 +159,54 @@ where
         self.login().await
     }
 
-    /// Sends one grant; `presented` is the refresh token it sends, if any.
+    /// Sends one grant; `presented` is the refresh token it sends, if any. With a DPoP key,
+    /// a nonce challenge is answered once, with a new request: a new proof (with the nonce),
+    /// and a new client assertion (servers accept each `jti` once).
     async fn exchange(
         &self,
         grant: Grant,
         form: Form,
         presented: Option<&RefreshToken>,
     ) -> Result<TokenSet, Error> {
-        let post = form::post(&self.config, &self.config.token_url, form)
-            .map_err(|error| error.with_grant(grant))?;
-        let answer =
-            transport::send(&self.client, grant, post.request, self.config.max_response).await?;
-        let mut secrets = self.config.secrets(Config::presented(presented));
-        secrets.extend(post.assertion.as_ref().map(|assertion| assertion.as_str()));
-        let outcome = response::interpret(
-            grant,
-            answer.status,
-            &answer.headers,
-            answer.body.as_deref(),
-            &secrets,
-        );
-        match &outcome {
-            Ok(_) => tracing::debug!(
-                grant = grant.as_str(),
-                status = answer.status.as_u16(),
-                "token endpoint answered"
-            ),
-            Err(error) => {
-                tracing::debug!(grant = grant.as_str(), status = answer.status.as_u16(), error = %error, "token endpoint refused")
+        let mut retried = false;
+        loop {
+            let mut post = form::post(&self.config, &self.config.token_url, form.clone())
+                .map_err(|error| error.with_grant(grant))?;
+            let sent =
+                dpop::prove(&self.config, &mut post.request).map_err(|e| e.with_grant(grant))?;
+            let answer =
+                transport::send(&self.client, grant, post.request, self.config.max_response)
+                    .await?;
+            if dpop::retry(&self.config, &answer, &sent, retried) {
+                retried = true;
+                continue;
             }
+            let mut secrets = self.config.secrets(Config::presented(presented));
+            secrets.extend(post.assertion.as_ref().map(|assertion| assertion.as_str()));
+            secrets.extend(sent.proof());
+            let outcome = response::interpret(
+                grant,
+                answer.status,
+                &answer.headers,
+                answer.body.as_deref(),
+                &secrets,
+            )
+            .and_then(|tokens| {
+                dpop::check_token_type(&self.config, tokens)
+                    .map_err(|error| error.with_grant(grant).with_status(answer.status))
+            });
+            match &outcome {
+                Ok(_) => tracing::debug!(
+                    grant = grant.as_str(),
+                    status = answer.status.as_u16(),
+                    "token endpoint answered"
+                ),
+                Err(error) => {
+                    tracing::debug!(grant = grant.as_str(), status = answer.status.as_u16(), error = %error, "token endpoint refused")
+                }
+            }
+            return outcome;
         }
-        outcome
     }
 }
 

@@ -8,14 +8,15 @@ use http_body_util::Full;
 use tower::{Service, ServiceExt};
 
 use super::error::{Error, ErrorKind};
-use super::response::{self, Grant};
+use super::response::Grant;
+use super::wiped::{self, Wiped};
 use crate::refresh::BoxError;
 
 /// An answer read: the body is `None` when it was larger than the cap.
 pub(super) struct Answer {
     pub(super) status: StatusCode,
     pub(super) headers: HeaderMap,
-    pub(super) body: Option<Bytes>,
+    pub(super) body: Option<Wiped>,
 }
 
 /// Sends `request` on a clone of `client` and reads the answer's body up to `max` bytes.
@@ -44,7 +45,7 @@ where
             .with_source(error)
     })?;
     let (parts, body) = response.into_parts();
-    let body = response::read_body(body, max)
+    let body = wiped::read(body, max)
         .await
         .map_err(|error| error.with_grant(grant).with_status(parts.status))?;
     Ok(Answer {

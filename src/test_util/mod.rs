@@ -129,6 +129,8 @@
 
 mod api;
 mod body;
+#[cfg(feature = "dpop")]
+mod dpop;
 mod fault;
 mod ids;
 mod provider;

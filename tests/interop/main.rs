@@ -6,6 +6,8 @@
 //! `interop/README.md`, also for running the external-server test against a real Keycloak.
 
 mod any_idp;
+#[cfg(feature = "dpop")]
+mod dpop;
 mod external;
 mod server;
 
@@ -592,8 +594,8 @@ async fn an_external_identity_provider_from_the_environment() {
     eprintln!("{report:#?}");
 }
 
-// Not a test of the crate: what the scenarios of `any_idp.rs` rely on, and DPoP (which awaits a
-// crate feature), is in place, as oidc-provider itself publishes it.
+// Not a test of the crate: what the scenarios of `any_idp.rs` and `dpop.rs` rely on is in
+// place, as oidc-provider itself publishes it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_server_offers_what_the_awaited_features_need() {
     scenario(Lifetimes::default(), async |server| {

@@ -48,7 +48,7 @@ impl ClientKind {
         ClientKind::Dpop,
     ];
 
-    fn id(self) -> &'static str {
+    pub fn id(self) -> &'static str {
         match self {
             ClientKind::Post => "interop-post",
             ClientKind::Basic => "interop-basic",
@@ -110,6 +110,15 @@ pub struct Stats {
     client_auth: HashMap<String, u64>,
     pub api_ok: u64,
     pub api_unauthorized: u64,
+    /// DPoP requests the API accepted, nonce challenges it sent, proofs it refused (and why).
+    #[cfg_attr(not(feature = "dpop"), allow(dead_code))]
+    pub api_dpop_ok: u64,
+    #[cfg_attr(not(feature = "dpop"), allow(dead_code))]
+    pub api_dpop_nonce_challenges: u64,
+    #[cfg_attr(not(feature = "dpop"), allow(dead_code))]
+    pub api_dpop_invalid_proofs: u64,
+    #[cfg_attr(not(feature = "dpop"), allow(dead_code))]
+    pub api_dpop_errors: Vec<String>,
 }
 
 /// One refusal as oidc-provider saw it: `detail` is what it says only in its logs.
@@ -302,6 +311,7 @@ impl Interop {
             "user": { "username": username, "password": password },
             "enforceBasic": [ClientKind::Basic.id()],
             "dpopNonce": [ClientKind::Dpop.id()],
+            "apiDpopNonce": true,
             "clients": [
                 with_secret(
                     client(ClientKind::Post, "client_secret_post",
@@ -424,6 +434,12 @@ impl Interop {
         self.call(Method::POST, "/revoke-refresh-tokens").await["revoked"]
             .as_u64()
             .unwrap()
+    }
+
+    /// A new API nonce: proofs with the one before are still taken.
+    #[cfg_attr(not(feature = "dpop"), allow(dead_code))]
+    pub async fn rotate_api_dpop_nonce(&self) {
+        self.call(Method::POST, "/rotate-api-dpop-nonce").await;
     }
 
     /// Makes every refresh token expired; returns how many.

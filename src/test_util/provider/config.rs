@@ -40,6 +40,10 @@ pub struct ProviderConfig {
     pub(super) auth_methods: Vec<String>,
     pub(super) openid_configuration: bool,
     pub(super) client_jwk: Option<String>,
+    pub(super) dpop: bool,
+    pub(super) require_dpop: bool,
+    pub(super) dpop_nonce: bool,
+    pub(super) dpop_nonce_every_request: bool,
 }
 
 impl Default for ProviderConfig {
@@ -70,6 +74,10 @@ impl Default for ProviderConfig {
                 .collect(),
             openid_configuration: true,
             client_jwk: None,
+            dpop: false,
+            require_dpop: false,
+            dpop_nonce: false,
+            dpop_nonce_every_request: false,
         }
     }
 }
@@ -101,6 +109,10 @@ impl fmt::Debug for ProviderConfig {
             .field("auth_methods", &self.auth_methods)
             .field("openid_configuration", &self.openid_configuration)
             .field("client_jwk", &self.client_jwk)
+            .field("dpop", &self.dpop)
+            .field("require_dpop", &self.require_dpop)
+            .field("dpop_nonce", &self.dpop_nonce)
+            .field("dpop_nonce_every_request", &self.dpop_nonce_every_request)
             .finish()
     }
 }
@@ -258,6 +270,68 @@ impl ProviderConfig {
     #[must_use]
     pub fn client_jwk(mut self, jwk: impl Into<String>) -> Self {
         self.client_jwk = Some(jwk.into());
+        self
+    }
+
+    /// Whether the token endpoint speaks DPoP (RFC 9449; feature `dpop`; default `false`, a
+    /// server that ignores `DPoP` headers and issues Bearer tokens). When `true`, a request's
+    /// proof is checked as node oidc-provider checks it (its signature with the header's key,
+    /// `typ` `dpop+jwt`, `alg` ES256 or EdDSA, `htm` POST, `htu` the token endpoint, `iat`
+    /// within a minute, each `jti` once) and the tokens are bound to its key: `token_type`
+    /// `DPoP`, the access token's `cnf.jkt`, and a public client's refresh token, which then
+    /// needs a proof of the same key. A request without a proof gets Bearer tokens, as
+    /// Keycloak does with "Require DPoP bound tokens" off; see
+    /// [`require_dpop`](Self::require_dpop).
+    ///
+    /// Refusals: `400 invalid_dpop_proof` (why in the description), `400 invalid_grant`
+    /// "DPoP proof JWT Replay detected" for a `jti` seen before, `400 invalid_grant` "DPoP
+    /// proof key does not match the refresh token". [`ProviderStats`](super::ProviderStats)
+    /// counts each.
+    #[cfg(feature = "dpop")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "dpop")))]
+    #[must_use]
+    pub fn dpop(mut self, on: bool) -> Self {
+        self.dpop = on;
+        self
+    }
+
+    /// Whether every token request must carry a DPoP proof (default `false`); implies
+    /// [`dpop`](Self::dpop). Without one: `400 invalid_grant` "DPoP proof JWT not provided"
+    /// (node oidc-provider's words for a `dpop_bound_access_tokens` client).
+    #[cfg(feature = "dpop")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "dpop")))]
+    #[must_use]
+    pub fn require_dpop(mut self, on: bool) -> Self {
+        self.require_dpop = on;
+        self.dpop |= on;
+        self
+    }
+
+    /// Whether proofs must carry the provider's nonce (node oidc-provider's `requireNonce`;
+    /// default `false`); implies [`dpop`](Self::dpop). A proof without it, or with one older
+    /// than the previous, is answered `400 {"error":"use_dpop_nonce"}` with the current nonce
+    /// in `DPoP-Nonce`; every token-endpoint answer carries the current nonce, a success too.
+    /// [`IdentityProvider::rotate_dpop_nonce`](super::IdentityProvider::rotate_dpop_nonce)
+    /// changes it.
+    #[cfg(feature = "dpop")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "dpop")))]
+    #[must_use]
+    pub fn dpop_nonce(mut self, on: bool) -> Self {
+        self.dpop_nonce = on;
+        self.dpop |= on;
+        self
+    }
+
+    /// A hostile server (default `false`; implies [`dpop_nonce`](Self::dpop_nonce)): the
+    /// nonce changes before every proof is checked, so every request is answered with a new
+    /// `use_dpop_nonce` challenge. A client must give up, not loop.
+    #[cfg(feature = "dpop")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "dpop")))]
+    #[must_use]
+    pub fn dpop_nonce_every_request(mut self, on: bool) -> Self {
+        self.dpop_nonce_every_request = on;
+        self.dpop_nonce |= on;
+        self.dpop |= on;
         self
     }
 

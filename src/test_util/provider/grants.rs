@@ -38,6 +38,14 @@ struct Claims<'a> {
     scope: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     preferred_username: Option<&'a str>,
+    /// RFC 9449 §6.1: the DPoP key the token is bound to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cnf: Option<Confirmation<'a>>,
+}
+
+#[derive(Serialize)]
+struct Confirmation<'a> {
+    jkt: &'a str,
 }
 
 /// How a client authenticated, for the stats.
@@ -60,7 +68,7 @@ impl ProviderShared {
             Ok((headers, form)) => self.grant(&form, &headers),
             Err(error) => Err(error),
         };
-        match result {
+        let answer = match result {
             Ok(tokens) => Answer::json(StatusCode::OK, &tokens),
             Err(error) => {
                 tracing::debug!(
@@ -71,7 +79,12 @@ impl ProviderShared {
                 );
                 error.into_answer()
             }
-        }
+        };
+        // Every answer, a success too, brings the current nonce (RFC 9449 §8.2).
+        #[cfg(feature = "dpop")]
+        return self.with_dpop_nonce(answer);
+        #[cfg(not(feature = "dpop"))]
+        answer
     }
 
     fn grant(&self, form: &Form, headers: &HeaderMap) -> Result<TokenResponse, OAuthError> {
@@ -88,12 +101,21 @@ impl ProviderShared {
             }
         };
         self.authenticate_client(form, headers)?;
+        // After the client, before the grant, as oidc-provider does: a refused proof spends
+        // nothing.
+        #[cfg(feature = "dpop")]
+        let jkt = self.dpop_binding(headers);
+        #[cfg(not(feature = "dpop"))]
+        let jkt: Result<Option<String>, OAuthError> = Ok(None);
         let mut state = self.lock();
-        let result = match grant {
-            Grant::Password => self.password_grant(&mut state, form),
-            Grant::RefreshToken => self.refresh_grant(&mut state, form),
-            Grant::ClientCredentials => self.client_credentials_grant(&mut state, form),
-        };
+        let result = jkt.and_then(|jkt| {
+            let jkt = jkt.as_deref();
+            match grant {
+                Grant::Password => self.password_grant(&mut state, form, jkt),
+                Grant::RefreshToken => self.refresh_grant(&mut state, form, jkt),
+                Grant::ClientCredentials => self.client_credentials_grant(&mut state, form, jkt),
+            }
+        });
         if let Err(error) = &result {
             if error.error == "invalid_grant" {
                 state.stats.invalid_grants += 1;
@@ -186,7 +208,12 @@ impl ProviderShared {
         ))
     }
 
-    fn password_grant(&self, state: &mut State, form: &Form) -> Result<TokenResponse, OAuthError> {
+    fn password_grant(
+        &self,
+        state: &mut State,
+        form: &Form,
+        jkt: Option<&str>,
+    ) -> Result<TokenResponse, OAuthError> {
         let username = form.require("username")?;
         let password = form.require("password")?;
         if username != self.config.username || password != self.config.password {
@@ -197,8 +224,8 @@ impl ProviderShared {
         }
         let scope = scope::for_login(&self.config.granted_scope, form.get("scope"))?;
         let sid = state.new_session(&self.config.username, &self.user_id, &scope);
-        let (access_token, _) = self.mint(state, &sid, TokenType::Access, &scope);
-        let (refresh_token, _) = self.mint(state, &sid, TokenType::Refresh, &scope);
+        let (access_token, _) = self.mint(state, &sid, TokenType::Access, &scope, jkt);
+        let (refresh_token, _) = self.mint(state, &sid, TokenType::Refresh, &scope, jkt);
         state.stats.password_grants += 1;
         tracing::debug!(%sid, "fake identity provider: password grant");
         let refresh_expires_in = whole_seconds(self.config.refresh_lifetime);
@@ -208,13 +235,26 @@ impl ProviderShared {
             refresh_expires_in,
             Some(sid),
             scope,
+            jkt,
         ))
     }
 
-    fn refresh_grant(&self, state: &mut State, form: &Form) -> Result<TokenResponse, OAuthError> {
+    fn refresh_grant(
+        &self,
+        state: &mut State,
+        form: &Form,
+        jkt: Option<&str>,
+    ) -> Result<TokenResponse, OAuthError> {
         let presented = form.require("refresh_token")?;
         let now = Instant::now();
         let (sid, expires_at, used) = match state.refresh.get(presented) {
+            // A bound refresh token needs a proof of its key (RFC 9449 §5).
+            Some(entry) if entry.jkt.is_some() && entry.jkt.as_deref() != jkt => {
+                return Err(OAuthError::invalid_grant(
+                    StatusCode::BAD_REQUEST,
+                    "DPoP proof key does not match the refresh token",
+                ));
+            }
             Some(entry) => (entry.sid.clone(), entry.expires_at, entry.used),
             None => {
                 return Err(OAuthError::invalid_grant(
@@ -251,7 +291,7 @@ impl ProviderShared {
         // Checked before anything is issued: a refused refresh rotates nothing.
         let access_scope = scope::for_refresh(&session.scope, form.get("scope"))?;
         let granted = session.scope.clone();
-        let (access_token, _) = self.mint(state, &sid, TokenType::Access, &access_scope);
+        let (access_token, _) = self.mint(state, &sid, TokenType::Access, &access_scope, jkt);
         // The refresh token the client holds after this, and when it expires. A new one keeps
         // the whole grant's scope, whatever the access token was narrowed to (RFC 6749 §6).
         let (refresh_token, refresh_expires_at) = if !self.config.include_refresh_token_on_refresh {
@@ -264,7 +304,7 @@ impl ProviderShared {
                     entry.used = true;
                 }
             }
-            let (token, expires_at) = self.mint(state, &sid, TokenType::Refresh, &granted);
+            let (token, expires_at) = self.mint(state, &sid, TokenType::Refresh, &granted, jkt);
             (Some(token), expires_at)
         };
         state.stats.refresh_grants += 1;
@@ -277,6 +317,7 @@ impl ProviderShared {
             refresh_expires_in,
             Some(sid),
             access_scope,
+            jkt,
         ))
     }
 
@@ -284,24 +325,27 @@ impl ProviderShared {
         &self,
         state: &mut State,
         form: &Form,
+        jkt: Option<&str>,
     ) -> Result<TokenResponse, OAuthError> {
         let scope = scope::for_login(&self.config.granted_scope, form.get("scope"))?;
         let username = format!("service-account-{}", self.config.client_id);
         let sid = state.new_session(&username, &self.service_account_id, &scope);
-        let (access_token, _) = self.mint(state, &sid, TokenType::Access, &scope);
+        let (access_token, _) = self.mint(state, &sid, TokenType::Access, &scope, jkt);
         state.stats.client_credentials_grants += 1;
         tracing::debug!(%sid, "fake identity provider: client credentials grant");
         // Keycloak issues no refresh token for this grant and says so with a zero.
-        Ok(self.token_response(access_token, None, 0, None, scope))
+        Ok(self.token_response(access_token, None, 0, None, scope, jkt))
     }
 
-    /// Issues and records a token for the session `sid`; returns it and its expiry.
+    /// Issues and records a token for the session `sid`, bound to the DPoP key `jkt` if one
+    /// is given (a refresh token only for a public client); returns it and its expiry.
     fn mint(
         &self,
         state: &mut State,
         sid: &str,
         kind: TokenType,
         scope: &str,
+        jkt: Option<&str>,
     ) -> (String, Instant) {
         let (header, typ, lifetime) = match kind {
             TokenType::Access => (ACCESS_HEADER, "Bearer", self.config.access_lifetime),
@@ -338,6 +382,7 @@ impl ProviderShared {
                 TokenType::Access => Some(username.as_str()),
                 TokenType::Refresh => None,
             },
+            cnf: jkt.map(|jkt| Confirmation { jkt }),
         };
         let payload = serde_json::to_vec(&claims).unwrap_or_default();
         let token = format!(
@@ -354,6 +399,7 @@ impl ProviderShared {
                     AccessEntry {
                         sid: sid.to_owned(),
                         expires_at,
+                        jkt: jkt.map(str::to_owned),
                     },
                 );
             }
@@ -364,6 +410,7 @@ impl ProviderShared {
                         sid: sid.to_owned(),
                         expires_at,
                         used: false,
+                        jkt: jkt.filter(|_| self.config.public_client).map(str::to_owned),
                     },
                 );
             }
@@ -378,6 +425,7 @@ impl ProviderShared {
         refresh_expires_in: u64,
         session_state: Option<String>,
         scope: String,
+        jkt: Option<&str>,
     ) -> TokenResponse {
         TokenResponse {
             access_token,
@@ -390,7 +438,7 @@ impl ProviderShared {
                 .include_refresh_expires_in
                 .then_some(refresh_expires_in),
             refresh_token,
-            token_type: "Bearer",
+            token_type: if jkt.is_some() { "DPoP" } else { "Bearer" },
             not_before_policy: 0,
             session_state,
             scope,

@@ -9,6 +9,8 @@
 #[cfg(feature = "private-key-jwt")]
 mod assertion;
 mod config;
+#[cfg(feature = "dpop")]
+mod dpop;
 mod endpoints;
 mod faults;
 mod grants;
@@ -90,6 +92,20 @@ pub struct ProviderStats {
     pub revocations: u64,
     /// Sessions ended at the logout endpoint.
     pub logouts: u64,
+    /// DPoP proofs accepted at the token endpoint (feature `dpop`,
+    /// [`ProviderConfig::dpop`]); each bound the tokens it got to its key.
+    pub dpop_proofs: u64,
+    /// Token requests answered `400 use_dpop_nonce` with a new `DPoP-Nonce`: no nonce, or
+    /// one the provider no longer takes.
+    pub dpop_nonce_challenges: u64,
+    /// Proofs refused `400 invalid_dpop_proof`: signature, `typ`, `alg`, `htm`, `htu`, `iat`.
+    pub dpop_invalid_proofs: u64,
+    /// Proofs whose `jti` was seen before, refused `400 invalid_grant` "DPoP proof JWT Replay
+    /// detected".
+    pub dpop_replays: u64,
+    /// Requests without a proof refused `400 invalid_grant` "DPoP proof JWT not provided"
+    /// ([`ProviderConfig::require_dpop`]).
+    pub dpop_missing: u64,
 }
 
 /// A fake Keycloak token endpoint on `127.0.0.1`, like the one MangaDex uses for
@@ -129,7 +145,6 @@ impl IdentityProvider {
             service_account_id: ids.uuid(),
             config,
             state: Mutex::new(State {
-                ids,
                 sessions: HashMap::new(),
                 access: HashMap::new(),
                 refresh: HashMap::new(),
@@ -139,6 +154,11 @@ impl IdentityProvider {
                 revocation_faults: VecDeque::new(),
                 #[cfg(feature = "private-key-jwt")]
                 assertion_ids: std::collections::HashSet::new(),
+                #[cfg(feature = "dpop")]
+                dpop_nonces: super::dpop::Nonces::new(&mut ids),
+                #[cfg(feature = "dpop")]
+                dpop_jtis: std::collections::HashSet::new(),
+                ids,
                 stats: ProviderStats::default(),
             }),
         });
@@ -225,6 +245,23 @@ impl IdentityProvider {
         self.shared.authorize(token).is_ok()
     }
 
+    /// A new DPoP nonce (feature `dpop`, [`ProviderConfig::dpop_nonce`]): the next answers
+    /// carry it; proofs with the one before are still taken (as node oidc-provider takes the
+    /// previous window's), those with older ones get a `use_dpop_nonce` challenge.
+    #[cfg(feature = "dpop")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "dpop")))]
+    pub fn rotate_dpop_nonce(&self) {
+        let mut state = self.shared.lock();
+        let state = &mut *state;
+        state.dpop_nonces.rotate(&mut state.ids);
+    }
+
+    /// The key thumbprint (`cnf.jkt`) an access token is bound to, if it is a live DPoP-bound
+    /// token of this provider.
+    pub fn access_token_jkt(&self, token: &str) -> Option<String> {
+        self.shared.authorize(token).ok()?.jkt
+    }
+
     /// Answers the next token-endpoint request with `fault` instead of handling it.
     /// Pushed faults are served first in, first out, before any
     /// [`set_fault`](Self::set_fault) one.
@@ -295,6 +332,12 @@ struct State {
     /// The `jti` of every client assertion accepted: each is accepted once.
     #[cfg(feature = "private-key-jwt")]
     assertion_ids: std::collections::HashSet<String>,
+    /// The token endpoint's DPoP nonces.
+    #[cfg(feature = "dpop")]
+    dpop_nonces: super::dpop::Nonces,
+    /// The `jti` of every DPoP proof accepted: each is accepted once.
+    #[cfg(feature = "dpop")]
+    dpop_jtis: std::collections::HashSet<String>,
     stats: ProviderStats,
 }
 
@@ -309,6 +352,8 @@ struct Session {
 struct AccessEntry {
     sid: String,
     expires_at: Instant,
+    /// The thumbprint of the DPoP key it is bound to.
+    jkt: Option<String>,
 }
 
 struct RefreshEntry {
@@ -316,12 +361,16 @@ struct RefreshEntry {
     expires_at: Instant,
     /// Rotated out: using it again is reuse.
     used: bool,
+    /// The DPoP key it is bound to (a public client's, RFC 9449 §5).
+    jkt: Option<String>,
 }
 
 /// Whose access token it is.
 pub(super) struct Owner {
     pub(super) username: String,
     pub(super) user_id: String,
+    /// The DPoP key the token is bound to, if it is.
+    pub(super) jkt: Option<String>,
 }
 
 /// Why an access token is refused.
@@ -354,6 +403,7 @@ impl ProviderShared {
         Ok(Owner {
             username: session.username.clone(),
             user_id: session.user_id.clone(),
+            jkt: entry.jkt.clone(),
         })
     }
 

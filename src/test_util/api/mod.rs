@@ -11,8 +11,11 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde_json::json;
 
+#[cfg(feature = "dpop")]
+mod dpop;
+
 use super::ids::Ids;
-use super::provider::{IdentityProvider, ProviderShared, Rejection};
+use super::provider::{IdentityProvider, Owner, ProviderShared, Rejection};
 use super::server::{self, BodyError, ResponseBody, Shutdown};
 
 /// The `roles` that `GET /auth/check` reports.
@@ -44,6 +47,18 @@ pub struct ApiStats {
     pub wrong_user: u64,
     /// Accepted requests by the username of the token's owner.
     pub by_user: std::collections::HashMap<String, u64>,
+    /// Requests accepted with `Authorization: DPoP` and a valid proof (feature `dpop`).
+    pub dpop_ok: u64,
+    /// Requests answered with a nonce challenge: `401`, `WWW-Authenticate: DPoP
+    /// error="use_dpop_nonce"` and a new `DPoP-Nonce` ([`Api::set_dpop_nonce`]).
+    pub dpop_nonce_challenges: u64,
+    /// Requests whose proof was refused: `401`, `WWW-Authenticate: DPoP
+    /// error="invalid_dpop_proof"` (missing, signature, `htm`, `htu`, `iat`, `ath`, another
+    /// key than the token's, a `jti` seen before).
+    pub dpop_invalid_proofs: u64,
+    /// DPoP-bound tokens sent as bearer tokens (`Authorization: Bearer`), refused (RFC 9449
+    /// §7.2).
+    pub dpop_bound_as_bearer: u64,
 }
 
 /// A request header naming the user a test meant the request for; the [`Api`] counts a
@@ -78,6 +93,15 @@ pub const EXPECTED_USER: &str = "x-expected-user";
 ///
 /// A request body over 64 KiB gets `413`. Clones share the same server and state; it
 /// runs until [`shutdown`](Self::shutdown) is called or the last clone is dropped.
+///
+/// **DPoP** (feature `dpop`, RFC 9449 §7). A token the provider bound to a DPoP key must come
+/// as `Authorization: DPoP <token>` with a `DPoP` proof of this request, signed by that key:
+/// its signature with the header's key, `typ`, `htm` the request's method, `htu` this API's
+/// URL for the path (no query), `iat` within a minute, `ath` the token's SHA-256, each `jti`
+/// once, and with [`set_dpop_nonce`](Self::set_dpop_nonce) the API's own nonce. A refused
+/// proof is `401` with `WWW-Authenticate: DPoP error="invalid_dpop_proof"`, a missing or old
+/// nonce `401` with `error="use_dpop_nonce"` and a `DPoP-Nonce`; a bound token sent as
+/// `Bearer`, or an unbound one as `DPoP`, is refused as a bad token. [`ApiStats`] counts each.
 #[derive(Clone)]
 pub struct Api {
     shared: Arc<ApiShared>,
@@ -100,12 +124,15 @@ impl Api {
         let (listener, addr) = server::bind().await?;
         let shared = Arc::new(ApiShared {
             provider: Arc::clone(provider.shared()),
+            origin: format!("http://{addr}"),
             state: Mutex::new(ApiState {
                 stats: ApiStats::default(),
                 www_authenticate: false,
                 bare_403: false,
                 forced_unauthorized: 0,
                 ids: Ids::new(),
+                #[cfg(feature = "dpop")]
+                dpop: dpop::DpopState::default(),
             }),
         });
         let handler_shared = Arc::clone(&shared);
@@ -172,6 +199,9 @@ impl Api {
 
 struct ApiShared {
     provider: Arc<ProviderShared>,
+    /// `http://127.0.0.1:PORT`, what a proof's `htu` starts with.
+    #[cfg_attr(not(feature = "dpop"), allow(dead_code))]
+    origin: String,
     state: Mutex<ApiState>,
 }
 
@@ -181,6 +211,8 @@ struct ApiState {
     bare_403: bool,
     forced_unauthorized: usize,
     ids: Ids,
+    #[cfg(feature = "dpop")]
+    dpop: dpop::DpopState,
 }
 
 /// Why a request is refused with `401`.
@@ -188,6 +220,18 @@ enum Denial {
     Missing,
     Rejected(Rejection),
     Forced,
+    /// A DPoP-bound token sent as a bearer token.
+    BoundAsBearer,
+    /// Refused under the DPoP scheme: its `error` and `error_description`.
+    #[cfg_attr(not(feature = "dpop"), allow(dead_code))]
+    Dpop(&'static str, &'static str),
+}
+
+/// How a request presents its token.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Scheme {
+    Bearer,
+    DPoP,
 }
 
 impl Denial {
@@ -197,6 +241,8 @@ impl Denial {
             Denial::Rejected(Rejection::Unknown) | Denial::Forced => "Token is invalid",
             Denial::Rejected(Rejection::Expired) => "Token has expired",
             Denial::Rejected(Rejection::SessionEnded) => "Session is not active",
+            Denial::BoundAsBearer => "A DPoP-bound token must be sent with the DPoP scheme",
+            Denial::Dpop(_, description) => description,
         }
     }
 }
@@ -213,11 +259,19 @@ impl ApiShared {
         let (parts, body) = request.into_parts();
         let body = server::read_body(&parts.headers, body).await;
         let had_token = parts.headers.contains_key(header::AUTHORIZATION);
-        let verdict = match bearer_token(&parts.headers) {
-            Some(token) => self.provider.authorize(token).map_err(Denial::Rejected),
+        let credentials = credentials(&parts.headers);
+        let mut state = self.lock();
+        let verdict = match credentials {
+            Some((Scheme::Bearer, token)) => match self.provider.authorize(token) {
+                Ok(owner) if owner.jkt.is_some() => {
+                    state.stats.dpop_bound_as_bearer += 1;
+                    Err(Denial::BoundAsBearer)
+                }
+                verdict => verdict.map_err(Denial::Rejected),
+            },
+            Some((Scheme::DPoP, token)) => self.dpop_verdict(&mut state, &parts, token),
             None => Err(Denial::Missing),
         };
-        let mut state = self.lock();
         state.stats.requests += 1;
         if !had_token {
             state.stats.missing_token += 1;
@@ -244,13 +298,18 @@ impl ApiShared {
         } else {
             verdict
         };
+        let dpop_scheme = credentials.is_some_and(|(scheme, _)| scheme == Scheme::DPoP);
         let owner = match verdict {
             Ok(owner) => owner,
             Err(denial) => {
                 state.stats.unauthorized += 1;
-                return Ok(state.unauthorized(&denial));
+                let response = state.unauthorized(&denial);
+                return Ok(state.with_dpop_nonce(dpop_scheme, response));
             }
         };
+        if dpop_scheme {
+            state.stats.dpop_ok += 1;
+        }
         let expected = parts
             .headers
             .get(EXPECTED_USER)
@@ -336,7 +395,7 @@ impl ApiShared {
         if response.status().is_success() {
             state.stats.ok += 1;
         }
-        Ok(response)
+        Ok(state.with_dpop_nonce(dpop_scheme, response))
     }
 }
 
@@ -359,6 +418,23 @@ impl ApiState {
     }
 
     fn unauthorized(&mut self, denial: &Denial) -> Response<ResponseBody> {
+        if let Denial::Dpop(error, description) = denial {
+            let mut response = self.error(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized_http_exception",
+                description,
+            );
+            // RFC 9449 §7.1: the challenge is the protocol, whatever `www_authenticate` says.
+            let challenge = format!(
+                r#"DPoP algs="ES256 EdDSA", error="{error}", error_description="{description}""#
+            );
+            if let Ok(challenge) = HeaderValue::from_str(&challenge) {
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, challenge);
+            }
+            return response;
+        }
         if self.bare_403 {
             return self.error(
                 StatusCode::FORBIDDEN,
@@ -384,10 +460,37 @@ impl ApiState {
     }
 }
 
-/// The token of an `Authorization: Bearer <token>` header, if there is one.
-fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+/// The scheme and token of an `Authorization: Bearer <token>` or `DPoP <token>` header.
+fn credentials(headers: &HeaderMap) -> Option<(Scheme, &str)> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.trim().split_once(' ')?;
     let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+    let scheme = if scheme.eq_ignore_ascii_case("bearer") {
+        Scheme::Bearer
+    } else if scheme.eq_ignore_ascii_case("dpop") {
+        Scheme::DPoP
+    } else {
+        return None;
+    };
+    (!token.is_empty()).then_some((scheme, token))
+}
+
+#[cfg(not(feature = "dpop"))]
+impl ApiShared {
+    /// Without the feature `dpop`, the DPoP scheme is one the API does not know.
+    fn dpop_verdict(
+        &self,
+        _: &mut ApiState,
+        _: &http::request::Parts,
+        _: &str,
+    ) -> Result<Owner, Denial> {
+        Err(Denial::Missing)
+    }
+}
+
+#[cfg(not(feature = "dpop"))]
+impl ApiState {
+    fn with_dpop_nonce(&self, _: bool, response: Response<ResponseBody>) -> Response<ResponseBody> {
+        response
+    }
 }

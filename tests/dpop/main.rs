@@ -1,0 +1,7 @@
+//! DPoP (RFC 9449) against the loopback identity provider and API in their DPoP mode: every
+//! count asserted is the server's own (`ProviderStats`, `ApiStats`) or the client's
+//! (`DpopStats`).
+
+mod resource;
+mod support;
+mod token_endpoint;
