@@ -3,12 +3,12 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use http::header::AUTHORIZATION;
 use http::{Request, Response};
 use pin_project_lite::pin_project;
 use tower::Service;
 use tower::util::Oneshot;
 
+use super::proof::{Challenge, Proof, authorize};
 use super::service::Session;
 use crate::cache::Outcome;
 use crate::refresh::BoxError;
@@ -40,6 +40,8 @@ pub(super) struct Sent<S, B, K> {
     session: Session,
     /// What a retry needs: the kept copy and a clone of the inner service.
     retry: Option<(Replay<K, B>, S)>,
+    /// Its DPoP proof's key and URI, if it carried one.
+    proof: Proof,
 }
 
 pin_project! {
@@ -124,6 +126,7 @@ pin_project! {
             future: Oneshot<S, Request<B>>,
             generation: u64,
             session: Session,
+            proof: Proof,
         },
     }
 }
@@ -143,6 +146,7 @@ where
         generation: u64,
         retry: Option<(Replay<K, B>, S)>,
         session: Session,
+        proof: Proof,
     ) -> Self {
         Self {
             state: State::Sent {
@@ -151,6 +155,7 @@ where
                     generation,
                     session,
                     retry,
+                    proof,
                 }),
             },
         }
@@ -207,7 +212,26 @@ where
         generation,
         session,
         retry,
+        proof,
     } = sent;
+    match proof.answer(response.status(), response.headers(), retry.is_some()) {
+        Challenge::None => {}
+        Challenge::Returned => return Next::Done(response),
+        Challenge::Nonce => {
+            let Some(retry) =
+                retry.and_then(|(kept, service)| Some((kept.into_request()?, service)))
+            else {
+                return Next::Done(response);
+            };
+            // The same token (or a newer one, if it changed meanwhile), with a new proof.
+            let wait = Box::pin(session.cache().clone().acquire(session.rules().windows));
+            return Next::Retry(Cold::Refreshing {
+                wait,
+                retry: Some(retry),
+                session,
+            });
+        }
+    }
     if !session
         .rules()
         .rejection
@@ -269,11 +293,12 @@ where
                 let response = ready!(future.poll(cx)).map_err(Into::into)?;
                 // The common case decided in place: a response that does not reject the token.
                 if let Some(accepted) = sent.as_ref().filter(|sent| {
-                    !sent
-                        .session
-                        .rules()
-                        .rejection
-                        .matches(response.status(), response.headers())
+                    !sent.proof.is_some()
+                        && !sent
+                            .session
+                            .rules()
+                            .rejection
+                            .matches(response.status(), response.headers())
                 }) {
                     accepted.session.cache().accepted(accepted.generation);
                     return Poll::Ready(Ok(response));
@@ -316,14 +341,13 @@ where
                         .take()
                         .zip(service.take())
                         .expect("ResponseFuture polled after completion");
-                    request
-                        .headers_mut()
-                        .insert(AUTHORIZATION, entry.header.clone());
+                    let proof = authorize(&mut request, &entry, &session.rules().origins)?;
                     let retry = kept.take().map(|kept| (kept, service.clone()));
                     let sent = Sent {
                         generation: entry.generation,
                         session: session.clone(),
                         retry,
+                        proof,
                     };
                     self.set(Cold::Readying {
                         request: Some(request),
@@ -365,14 +389,14 @@ where
                     let (mut request, service) = retry
                         .take()
                         .expect("ResponseFuture polled after completion");
-                    request
-                        .headers_mut()
-                        .insert(AUTHORIZATION, entry.header.clone());
+                    // A new proof: the retry's is never the copied one.
+                    let proof = authorize(&mut request, &entry, &session.rules().origins)?;
                     let session = session.clone();
                     self.set(Cold::Retrying {
                         future: Oneshot::new(service, request),
                         generation: entry.generation,
                         session,
+                        proof,
                     });
                 }
                 ColdProj::Failed { error } => {
@@ -385,8 +409,16 @@ where
                     future,
                     generation,
                     session,
+                    proof,
                 } => {
                     let response = ready!(future.poll(cx)).map_err(Into::into)?;
+                    // One retry per request: a second challenge goes back as it came.
+                    if !matches!(
+                        proof.answer(response.status(), response.headers(), false),
+                        Challenge::None
+                    ) {
+                        return Poll::Ready(Ok(response));
+                    }
                     if session
                         .rules()
                         .rejection

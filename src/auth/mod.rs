@@ -6,6 +6,7 @@ mod builder;
 mod future;
 mod layer;
 mod origin;
+pub(crate) mod proof;
 mod rejection;
 mod service;
 

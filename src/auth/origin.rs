@@ -149,6 +149,26 @@ impl Origins {
         }
     }
 
+    /// `uri` made absolute: as it is if it is, else on the origin of relative URIs, if the
+    /// layer was told it.
+    pub(crate) fn absolute_or_none(&self, uri: &Uri) -> Option<Uri> {
+        if uri.scheme().is_some() && uri.authority().is_some() {
+            return Some(uri.clone());
+        }
+        let origin = self.relative.as_ref()?;
+        let scheme = if origin.https { "https" } else { "http" };
+        let path = uri.path_and_query().map_or("/", |path| path.as_str());
+        let host = &origin.host;
+        let host = if host.contains(':') && !host.starts_with('[') {
+            format!("[{host}]")
+        } else {
+            host.to_string()
+        };
+        format!("{scheme}://{host}:{}{path}", origin.port)
+            .parse()
+            .ok()
+    }
+
     fn allow_relative(&self) -> bool {
         match (&self.relative, &self.list) {
             (Some(origin), _) => self.allow_origin(origin),

@@ -10,6 +10,7 @@ use tower::{Service, ServiceExt};
 
 use super::future::{Replay, ResponseFuture};
 use super::origin::Origins;
+use super::proof::{Proof, authorize};
 use super::rejection::Rejection;
 use crate::cache::{CurrentView, Entry, Phase, TokenCache, Windows};
 use crate::refresh::BoxError;
@@ -173,7 +174,7 @@ where
             &mut request,
             self.current.load().as_deref(),
             &shared.cache,
-            &shared.rules.windows,
+            &shared.rules,
         );
         send(
             &mut self.inner,
@@ -192,49 +193,52 @@ pub(crate) fn ours<B>(request: &Request<B>, origins: &Origins) -> bool {
     !request.headers().contains_key(AUTHORIZATION) && origins.allow(request.uri())
 }
 
+/// What [`attach`] did.
+pub(crate) type Attached = Result<Option<(u64, Proof)>, BoxError>;
+
 /// Attaches the current token to `request` if it is fit to be sent, and returns its
-/// generation; a token in its soft window starts a background refresh.
+/// generation and proof; a token in its soft window starts a background refresh. `Ok(None)`:
+/// no token fit to be sent (wait for one); an error: a DPoP proof could not be made.
 #[inline(always)]
 pub(crate) fn attach<B>(
     request: &mut Request<B>,
     current: Option<&Entry>,
     cache: &TokenCache,
-    windows: &Windows,
-) -> Option<u64> {
-    let entry = current?;
+    rules: &Rules,
+) -> Attached {
+    let Some(entry) = current else {
+        return Ok(None);
+    };
     let now = cache.now();
-    let phase = entry.phase(now, windows);
+    let phase = entry.phase(now, &rules.windows);
     if phase > Phase::Soft {
-        return None;
+        return Ok(None);
     }
     if phase == Phase::Soft {
-        cache.refresh_in_background(entry, now, windows);
+        cache.refresh_in_background(entry, now, &rules.windows);
     }
-    request
-        .headers_mut()
-        .insert(AUTHORIZATION, entry.header.clone());
-    Some(entry.generation)
+    let proof = authorize(request, entry, &rules.origins)?;
+    Ok(Some((entry.generation, proof)))
 }
 
-/// Sends `request`, if [`attach`] gave it a token (of generation `attached`), or makes it
-/// wait for one.
+/// Sends `request`, if [`attach`] gave it a token, or makes it wait for one.
 #[inline(always)]
 pub(crate) fn send<S, B, K>(
     inner: &mut S,
     request: Request<B>,
     replay: Option<Replay<K, B>>,
-    attached: Option<u64>,
+    attached: Attached,
     session: Session,
 ) -> ResponseFuture<S, B, K>
 where
     S: Service<Request<B>> + Clone,
 {
     match attached {
-        Some(generation) => {
+        Ok(Some((generation, proof))) => {
             let retry = replay.map(|replay| (replay, inner.clone()));
-            ResponseFuture::sent(inner.call(request), generation, retry, session)
+            ResponseFuture::sent(inner.call(request), generation, retry, session, proof)
         }
-        None => {
+        Ok(None) => {
             // Release what `poll_ready` reserved (a `Buffer` slot, a permit): the wait may
             // be long, and the refresher may need that capacity. The future polls a clone
             // ready once the token is there.
@@ -242,6 +246,7 @@ where
             drop(mem::replace(inner, unready.clone()));
             ResponseFuture::waiting(request, unready, replay, session)
         }
+        Err(error) => ResponseFuture::failed(error),
     }
 }
 

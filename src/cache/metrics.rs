@@ -79,3 +79,25 @@ pub(super) fn waited() {
     #[cfg(feature = "metrics")]
     metrics::counter!("tower_auth_refresh_waits_total").increment(1);
 }
+
+/// A request was sent again after a DPoP nonce challenge, at the token endpoint or at a
+/// resource server.
+#[cfg_attr(not(feature = "dpop"), allow(dead_code))]
+pub(crate) fn dpop_nonce_retried(server: &'static str) {
+    #[cfg(feature = "metrics")]
+    metrics::counter!("tower_auth_refresh_dpop_nonce_retries_total", "server" => server)
+        .increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = server;
+}
+
+/// A resource server's DPoP challenge went back to the caller as it came: a refused proof, or
+/// a nonce challenge to a request already sent again (or that cannot be).
+#[cfg_attr(not(feature = "dpop"), allow(dead_code))]
+pub(crate) fn dpop_challenge_returned(challenge: &'static str) {
+    #[cfg(feature = "metrics")]
+    metrics::counter!("tower_auth_refresh_dpop_challenges_returned_total", "challenge" => challenge)
+        .increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = challenge;
+}

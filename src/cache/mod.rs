@@ -22,7 +22,7 @@ mod entry;
 mod event;
 mod failure;
 mod flight;
-mod metrics;
+pub(crate) mod metrics;
 mod windows;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,7 +37,9 @@ use tower::{Service, ServiceExt};
 use tracing::instrument::{Instrument, WithSubscriber};
 
 pub(crate) use self::background::Background;
-pub(crate) use self::clock::{Clock, Ticks, ticks};
+#[cfg(feature = "keyed")]
+pub(crate) use self::clock::ticks;
+pub(crate) use self::clock::{Clock, Ticks};
 pub(crate) use self::entry::{Entry, Phase};
 pub use self::event::TokenEvent;
 use self::failure::{Failure, Repeats};

@@ -29,7 +29,7 @@ pub struct DpopError {
 }
 
 impl DpopError {
-    pub(super) fn new(kind: DpopErrorKind, message: &'static str) -> Self {
+    pub(crate) fn new(kind: DpopErrorKind, message: &'static str) -> Self {
         Self {
             kind,
             message,

@@ -122,7 +122,7 @@ where
             &mut request,
             cache.current().as_deref(),
             &cache,
-            &keyed.rules.windows,
+            &keyed.rules,
         );
         send(
             &mut self.inner,

@@ -73,6 +73,7 @@ pub(super) fn retry(config: &Config, answer: &Answer, sent: &Sent, retried: bool
         let fresh = dpop.nonce(&config.token_url);
         if !retried && fresh.is_some() && fresh.as_deref() != sent.nonce.as_deref() {
             dpop.count_token_nonce_retry();
+            crate::cache::metrics::dpop_nonce_retried("token_endpoint");
             tracing::debug!("the token endpoint asked for a DPoP nonce; signing again with it");
             return true;
         }
@@ -81,6 +82,20 @@ pub(super) fn retry(config: &Config, answer: &Answer, sent: &Sent, retried: bool
     }
     let _ = (config, answer, sent, retried, response::error_code);
     false
+}
+
+/// Signs from now on with the key `current` is bound to, if it is not this refresher's: a
+/// session read from a store, or set by the application, brings the key its refresh token is
+/// bound to (a public client's is).
+pub(super) fn adopt_key(config: &Config, current: &TokenSet) {
+    #[cfg(feature = "dpop")]
+    if let (Some(mine), Some(theirs)) = (&config.dpop, current.dpop()) {
+        if mine != theirs {
+            tracing::debug!("signing DPoP proofs with the key the session came with");
+            mine.set_key(theirs);
+        }
+    }
+    let _ = (config, current);
 }
 
 /// The token set, if its type is one this refresher can use; else a terminal error that
@@ -99,6 +114,16 @@ pub(super) fn check_token_type(config: &Config, tokens: TokenSet) -> Result<Toke
         }
         TokenType::Bearer if has_key && !bearer_fallback => {
             "the token endpoint issued a Bearer token to a DPoP client (it ignored the proof); OAuth2RefresherBuilder::bearer_fallback(true) accepts that"
+        }
+        #[cfg(feature = "dpop")]
+        TokenType::DPoP => {
+            // The key goes with the tokens: the layer signs its requests' proofs with it, and
+            // a store keeps it beside them.
+            let key = config.dpop.clone();
+            return Ok(match key {
+                Some(key) if tokens.dpop().is_none() => tokens.with_dpop(key),
+                _ => tokens,
+            });
         }
         _ => return Ok(tokens),
     };

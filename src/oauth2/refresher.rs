@@ -100,6 +100,7 @@ where
     /// If that refresh token was rotated out in an answer this refresher refused, the one that
     /// answer issued is presented instead.
     pub async fn refresh(&self, current: &TokenSet) -> Result<TokenSet, Error> {
+        dpop::adopt_key(&self.config, current);
         let held = current.refresh_token().ok_or_else(|| {
             Error::new(
                 ErrorKind::NoCredentials,

@@ -6,8 +6,10 @@ use http::{Extensions, Uri};
 use reqwest_middleware::{Error, Next};
 
 use crate::auth::AuthLayer;
+use crate::auth::proof::{self, Challenge, Proof};
+use crate::cache::Entry;
 use crate::handle::AuthHandle;
-use crate::refresh::RefreshError;
+use crate::refresh::{BoxError, RefreshError};
 
 /// Attaches the access token to every request of a reqwest client, refreshes it when needed,
 /// and retries a request the server rejected. Made by
@@ -75,11 +77,20 @@ enum Failure<E> {
     Send(E),
     /// No token could be had before sending; the request, unsent.
     NoToken(RefreshError, Request),
+    /// A DPoP token, but its proof could not be made; the request, unsent, without the token.
+    Proof(BoxError, Request),
     /// The refresh after a rejection failed; the server's rejection.
     Refresh(RefreshError, Response),
 }
 
 impl AuthMiddleware {
+    /// A new DPoP proof for `request`, if `entry` is a DPoP token.
+    fn prove(request: &mut Request, entry: &Entry) -> Result<Proof, BoxError> {
+        let uri = request.url().as_str().parse().ok();
+        let method = request.method().clone();
+        proof::prove(&method, uri, request.headers_mut(), entry)
+    }
+
     /// The middleware's work: attach the token, send, and after a rejection refresh once and
     /// send the copy again.
     async fn send<V: Sender>(
@@ -98,12 +109,27 @@ impl AuthMiddleware {
         request
             .headers_mut()
             .insert(AUTHORIZATION, entry.header.clone());
+        let proof = match Self::prove(&mut request, &entry) {
+            Ok(proof) => proof,
+            Err(error) => {
+                request.headers_mut().remove(AUTHORIZATION);
+                return Err(Failure::Proof(error, request));
+            }
+        };
         let generation = entry.generation;
         drop(entry);
         // Taken before sending: a reusable body is a reference count, a streaming one `None`.
         let retry = request.try_clone();
 
         let response = via.send(request).await.map_err(Failure::Send)?;
+        // A DPoP challenge is not a rejection of the token: it goes back as it came (the
+        // nonce it brought is in the next proof).
+        if !matches!(
+            proof.answer(response.status(), response.headers(), false),
+            Challenge::None
+        ) {
+            return Ok(response);
+        }
         // reqwest follows redirects inside: a 401 from where they ended is about this
         // layer's token only if that origin may get it.
         if !self
@@ -136,14 +162,28 @@ impl AuthMiddleware {
             Ok(entry) => entry,
             Err(error) => return Err(Failure::Refresh(error, response)),
         };
-        // Frees the connection rather than hold it for the retry.
-        drop(response);
         retry
             .headers_mut()
             .insert(AUTHORIZATION, entry.header.clone());
+        let proof = match Self::prove(&mut retry, &entry) {
+            Ok(proof) => proof,
+            // The retry cannot be proved: the rejection is the answer.
+            Err(error) => {
+                tracing::warn!(%error, "the retry's DPoP proof could not be made");
+                return Ok(response);
+            }
+        };
         let retry_generation = entry.generation;
         drop(entry);
+        // Frees the connection rather than hold it for the retry.
+        drop(response);
         let response = via.send(retry).await.map_err(Failure::Send)?;
+        if !matches!(
+            proof.answer(response.status(), response.headers(), false),
+            Challenge::None
+        ) {
+            return Ok(response);
+        }
         if self
             .layer
             .rejection
@@ -181,6 +221,10 @@ impl AuthMiddleware {
                 tracing::debug!(%error, "no token; the request is sent without one");
                 (client.execute(request).await?, error)
             }
+            Err(Failure::Proof(error, request)) => {
+                tracing::warn!(%error, "no DPoP proof; the request is sent without the token");
+                return client.execute(request).await;
+            }
         };
         response.extensions_mut().insert(error);
         Ok(response)
@@ -201,7 +245,24 @@ impl reqwest_middleware::Middleware for AuthMiddleware {
             Err(Failure::NoToken(error, _) | Failure::Refresh(error, _)) => {
                 Err(Error::middleware(error))
             }
+            Err(Failure::Proof(error, _)) => Err(Error::middleware(ProofFailed(error))),
         }
+    }
+}
+
+/// A DPoP proof that could not be made, as a middleware error.
+#[derive(Debug)]
+struct ProofFailed(BoxError);
+
+impl fmt::Display for ProofFailed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl std::error::Error for ProofFailed {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
     }
 }
 

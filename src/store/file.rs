@@ -31,6 +31,8 @@ pub struct FileStore {
     path: Arc<Path>,
     lock_path: Arc<Path>,
     lock_timeout: Duration,
+    /// Whether a missing folder is made (a keyed store's); else it is an error.
+    make_folder: bool,
 }
 
 /// How often a waiter tries the lock.
@@ -46,7 +48,15 @@ impl FileStore {
             path: path.into(),
             lock_path: PathBuf::from(lock_path).into(),
             lock_timeout: Duration::from_secs(40),
+            make_folder: false,
         }
+    }
+
+    /// Makes the file's folder when it is missing, instead of failing.
+    #[cfg(feature = "keyed")]
+    pub(crate) fn making_folder(mut self) -> Self {
+        self.make_folder = true;
+        self
     }
 
     /// How long to wait for the refresh lock (default 40 s: longer than a refresh takes).
@@ -100,17 +110,22 @@ fn current_version(path: &Path) -> io::Result<u64> {
 }
 
 /// Writes `tokens` as the version after `replaces`, if that is what is stored.
-fn swap(path: &Path, tokens: Option<&TokenSet>, replaces: u64) -> Result<u64, StoreError> {
+fn swap(
+    path: &Path,
+    tokens: Option<&TokenSet>,
+    replaces: u64,
+    make_folder: bool,
+) -> Result<u64, StoreError> {
     let stored = current_version(path).map_err(unavailable)?;
     if stored != replaces {
         return Err(StoreError::new(StoreErrorKind::Conflict, None));
     }
     let version = replaces.saturating_add(1);
-    write(path, &serde::encode(tokens, version)).map_err(unavailable)?;
+    write(path, &serde::encode(tokens, version), make_folder).map_err(unavailable)?;
     Ok(version)
 }
 
-fn write(path: &Path, json: &[u8]) -> io::Result<()> {
+fn write(path: &Path, json: &[u8], make_folder: bool) -> io::Result<()> {
     let dir = path.parent().filter(|dir| !dir.as_os_str().is_empty());
     let name = path.file_name().ok_or_else(|| {
         io::Error::new(
@@ -128,7 +143,7 @@ fn write(path: &Path, json: &[u8]) -> io::Result<()> {
     options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = open_in_dir(&options, &temporary)?;
+    let mut file = open_in_dir(&options, &temporary, make_folder)?;
     let outcome = (|| {
         file.write_all(json)?;
         file.sync_all()?;
@@ -147,11 +162,11 @@ fn write(path: &Path, json: &[u8]) -> io::Result<()> {
     outcome
 }
 
-/// Opens `path`, making its folder first if it is missing (a keyed store's folder, made
-/// with its first session), readable by its owner only on Unix.
-fn open_in_dir(options: &OpenOptions, path: &Path) -> io::Result<File> {
+/// Opens `path`; if its folder is missing and `make_folder`, makes it first (a keyed store's
+/// folder, made with its first session), readable by its owner only on Unix.
+fn open_in_dir(options: &OpenOptions, path: &Path, make_folder: bool) -> io::Result<File> {
     match (options.open(path), path.parent()) {
-        (Err(error), Some(dir)) if error.kind() == io::ErrorKind::NotFound => {
+        (Err(error), Some(dir)) if make_folder && error.kind() == io::ErrorKind::NotFound => {
             let mut builder = std::fs::DirBuilder::new();
             builder.recursive(true);
             #[cfg(unix)]
@@ -163,12 +178,12 @@ fn open_in_dir(options: &OpenOptions, path: &Path) -> io::Result<File> {
     }
 }
 
-fn open_lock_file(path: &Path) -> io::Result<File> {
+fn open_lock_file(path: &Path, make_folder: bool) -> io::Result<File> {
     let mut options = OpenOptions::new();
     options.read(true).write(true).create(true).truncate(false);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    open_in_dir(&options, path)
+    open_in_dir(&options, path, make_folder)
 }
 
 /// Runs blocking file work off the async threads.
@@ -206,20 +221,25 @@ impl TokenStore for FileStore {
 
     fn save<'a>(&'a self, tokens: &'a TokenSet, replaces: u64) -> StoreFuture<'a, u64> {
         let (path, tokens) = (Arc::clone(&self.path), tokens.clone());
-        Box::pin(blocking(move || swap(&path, Some(&tokens), replaces)))
+        let make_folder = self.make_folder;
+        Box::pin(blocking(move || {
+            swap(&path, Some(&tokens), replaces, make_folder)
+        }))
     }
 
     fn delete(&self, replaces: u64) -> StoreFuture<'_, u64> {
-        let path = Arc::clone(&self.path);
-        Box::pin(blocking(move || swap(&path, None, replaces)))
+        let (path, make_folder) = (Arc::clone(&self.path), self.make_folder);
+        Box::pin(blocking(move || swap(&path, None, replaces, make_folder)))
     }
 
     fn lock(&self) -> StoreFuture<'_, Option<LockToken>> {
         let (lock_path, timeout) = (Arc::clone(&self.lock_path), self.lock_timeout);
+        let make_folder = self.make_folder;
         Box::pin(async move {
             let file = {
                 let lock_path = Arc::clone(&lock_path);
-                blocking(move || open_lock_file(&lock_path).map_err(unavailable)).await?
+                blocking(move || open_lock_file(&lock_path, make_folder).map_err(unavailable))
+                    .await?
             };
             let give_up = crate::token::instant_after(tokio::time::Instant::now(), timeout);
             loop {

@@ -85,7 +85,9 @@ impl KeyedStore for KeyedFileStore {
     type Store = FileStore;
 
     fn store_for(&self, name: &str) -> FileStore {
-        FileStore::new(self.path_of(name)).lock_timeout(self.lock_timeout)
+        FileStore::new(self.path_of(name))
+            .lock_timeout(self.lock_timeout)
+            .making_folder()
     }
 }
 

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use zeroize::Zeroizing;
 
 use super::Stored;
-use crate::token::{TokenSet, TokenType};
+use crate::token::{Secret, TokenSet, TokenType};
 
 #[derive(Serialize)]
 struct Out<'a> {
@@ -29,6 +29,9 @@ struct Out<'a> {
     expires_at: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     refresh_expires_at: Option<f64>,
+    /// The private JWK of the DPoP key the tokens are bound to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dpop_key: Option<&'a str>,
 }
 
 #[derive(Deserialize)]
@@ -39,6 +42,7 @@ struct In {
     refresh_token: Option<String>,
     expires_at: Option<f64>,
     refresh_expires_at: Option<f64>,
+    dpop_key: Option<String>,
 }
 
 fn to_unix(at: Instant) -> Option<f64> {
@@ -63,6 +67,7 @@ fn from_unix(seconds: f64) -> Option<Instant> {
 /// The JSON a store keeps for `tokens` (none: a deleted session) at `version`. Holds secrets:
 /// write it only where the tokens may be.
 pub(super) fn encode(tokens: Option<&TokenSet>, version: u64) -> Zeroizing<Vec<u8>> {
+    let dpop_key = dpop_key(tokens);
     let out = Out {
         version,
         access_token: tokens.map(|t| t.access_token().secret()),
@@ -75,8 +80,11 @@ pub(super) fn encode(tokens: Option<&TokenSet>, version: u64) -> Zeroizing<Vec<u
         refresh_expires_at: tokens
             .and_then(TokenSet::refresh_expires_at)
             .and_then(to_unix),
+        dpop_key: dpop_key.as_ref().map(|key| key.secret()),
     };
-    let secrets = out.access_token.map_or(0, str::len) + out.refresh_token.map_or(0, str::len);
+    let secrets = out.access_token.map_or(0, str::len)
+        + out.refresh_token.map_or(0, str::len)
+        + out.dpop_key.map_or(0, str::len);
     // JSON escapes at most double an ASCII token; the rest is a short frame.
     let mut json = Zeroizing::new(Vec::with_capacity(2 * secrets + 256));
     // Writing strings and numbers into memory cannot fail.
@@ -107,11 +115,47 @@ pub(super) fn decode(json: &[u8]) -> Option<Stored> {
             if let Some(at) = stored.refresh_expires_at.and_then(from_unix) {
                 tokens = tokens.with_refresh_expires_at(at);
             }
-            tokens
+            with_dpop_key(tokens, stored.dpop_key.map(Secret::new))
         });
     // A session written before versions existed counts as the first one.
     let version = stored.version.unwrap_or(u64::from(tokens.is_some()));
     Some(Stored { tokens, version })
+}
+
+/// The private JWK of the key `tokens` are bound to, if any.
+fn dpop_key(tokens: Option<&TokenSet>) -> Option<Secret> {
+    #[cfg(feature = "dpop")]
+    if let Some(dpop) = tokens.and_then(TokenSet::dpop) {
+        return match dpop.to_private_jwk() {
+            Ok(jwk) => Some(jwk),
+            Err(error) => {
+                tracing::warn!(%error, "the DPoP key could not be written with its tokens");
+                None
+            }
+        };
+    }
+    let _ = tokens;
+    None
+}
+
+/// `tokens` bound to the stored key, if there is one this build can read.
+fn with_dpop_key(tokens: TokenSet, key: Option<Secret>) -> TokenSet {
+    #[cfg(feature = "dpop")]
+    if let Some(key) = key {
+        return match crate::dpop::Dpop::from_private_jwk(&key) {
+            Ok(dpop) => tokens.with_dpop(dpop),
+            Err(error) => {
+                tracing::warn!(%error, "the stored DPoP key is unreadable; the tokens are kept without it");
+                tokens
+            }
+        };
+    }
+    if key.is_some() {
+        tracing::warn!(
+            "the stored session has a DPoP key, which this build (without the feature `dpop`) cannot use"
+        );
+    }
+    tokens
 }
 
 #[cfg(test)]

@@ -85,6 +85,9 @@ pub struct TokenSet {
     refresh_token: Option<RefreshToken>,
     expires_at: Option<Instant>,
     refresh_expires_at: Option<Instant>,
+    /// The key a DPoP token is bound to.
+    #[cfg(feature = "dpop")]
+    dpop: Option<crate::dpop::Dpop>,
 }
 
 impl TokenSet {
@@ -96,6 +99,8 @@ impl TokenSet {
             refresh_token: None,
             expires_at: None,
             refresh_expires_at: None,
+            #[cfg(feature = "dpop")]
+            dpop: None,
         }
     }
 
@@ -109,6 +114,25 @@ impl TokenSet {
     /// The kind of access token.
     pub fn token_type(&self) -> TokenType {
         self.token_type
+    }
+
+    /// The DPoP key the tokens are bound to (feature `dpop`): every request sent with a
+    /// [`DPoP`](TokenType::DPoP) token carries a proof signed with it, and a store keeps it
+    /// with the tokens, so another process or a restart signs with the same key. The crate's
+    /// OAuth2 refresher attaches its key to the DPoP tokens it gets; set it on tokens obtained
+    /// elsewhere (an interactive login) before [`AuthHandle::set_tokens`](crate::AuthHandle::set_tokens).
+    #[cfg(feature = "dpop")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "dpop")))]
+    pub fn with_dpop(mut self, dpop: crate::dpop::Dpop) -> Self {
+        self.dpop = Some(dpop);
+        self
+    }
+
+    /// The DPoP key the tokens are bound to, if any; see [`with_dpop`](Self::with_dpop).
+    #[cfg(feature = "dpop")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "dpop")))]
+    pub fn dpop(&self) -> Option<&crate::dpop::Dpop> {
+        self.dpop.as_ref()
     }
 
     /// Adds the refresh token that came with the access token.
@@ -216,13 +240,15 @@ impl fmt::Debug for TokenSet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let now = Instant::now();
         let left = |at: Option<Instant>| at.map(|at| at.saturating_duration_since(now));
-        f.debug_struct("TokenSet")
-            .field("access_token", &self.access_token)
+        let mut f = f.debug_struct("TokenSet");
+        f.field("access_token", &self.access_token)
             .field("token_type", &self.token_type)
             .field("refresh_token", &self.refresh_token)
             .field("expires_in", &left(self.expires_at))
-            .field("refresh_expires_in", &left(self.refresh_expires_at))
-            .finish()
+            .field("refresh_expires_in", &left(self.refresh_expires_at));
+        #[cfg(feature = "dpop")]
+        f.field("dpop", &self.dpop);
+        f.finish()
     }
 }
 

@@ -2,6 +2,7 @@
 //! count asserted is the server's own (`ProviderStats`, `ApiStats`) or the client's
 //! (`DpopStats`).
 
+mod layer;
 mod resource;
 mod support;
 mod token_endpoint;
