@@ -24,6 +24,8 @@ use std::time::Duration;
 pub struct ProviderConfig {
     pub(super) username: String,
     pub(super) password: String,
+    /// More users, by name, with their passwords.
+    pub(super) users: std::collections::BTreeMap<String, String>,
     pub(super) client_id: String,
     pub(super) client_secret: String,
     pub(super) access_lifetime: Duration,
@@ -55,6 +57,7 @@ impl Default for ProviderConfig {
         Self {
             username: "reader".to_owned(),
             password: "correct horse battery staple".to_owned(),
+            users: std::collections::BTreeMap::new(),
             client_id: "personal-client-test".to_owned(),
             client_secret: "test-client-secret".to_owned(),
             access_lifetime: Duration::from_secs(900),
@@ -87,6 +90,7 @@ impl fmt::Debug for ProviderConfig {
         f.debug_struct("ProviderConfig")
             .field("username", &self.username)
             .field("password", &"<redacted>")
+            .field("users", &self.users.len())
             .field("client_id", &self.client_id)
             .field("client_secret", &"<redacted>")
             .field("access_lifetime", &self.access_lifetime)
@@ -124,6 +128,24 @@ impl ProviderConfig {
         self.username = username.into();
         self.password = password.into();
         self
+    }
+
+    /// One more user who can log in with the `password` grant, beside the
+    /// [`user`](Self::user): for tests of many sessions (a keyed layer's). Each gets sessions
+    /// and tokens of their own; the API tells whose a token is ([`ApiStats::by_user`](crate::test_util::ApiStats::by_user)).
+    #[must_use]
+    pub fn with_user(mut self, username: impl Into<String>, password: impl Into<String>) -> Self {
+        self.users.insert(username.into(), password.into());
+        self
+    }
+
+    /// Whether `username` and `password` are one user's credentials.
+    pub(super) fn knows(&self, username: &str, password: &str) -> bool {
+        (username == self.username && password == self.password)
+            || self
+                .users
+                .get(username)
+                .is_some_and(|known| known == password)
     }
 
     /// The one client allowed to use the token endpoint.

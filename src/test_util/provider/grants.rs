@@ -216,17 +216,27 @@ impl ProviderShared {
     ) -> Result<TokenResponse, OAuthError> {
         let username = form.require("username")?;
         let password = form.require("password")?;
-        if username != self.config.username || password != self.config.password {
+        if !self.config.knows(username, password) {
             return Err(OAuthError::invalid_grant(
                 StatusCode::UNAUTHORIZED,
                 "Invalid user credentials",
             ));
         }
         let scope = scope::for_login(&self.config.granted_scope, form.get("scope"))?;
-        let sid = state.new_session(&self.config.username, &self.user_id, &scope);
+        let user_id = if username == self.config.username {
+            self.user_id.clone()
+        } else {
+            format!("user-{username}")
+        };
+        let sid = state.new_session(username, &user_id, &scope);
         let (access_token, _) = self.mint(state, &sid, TokenType::Access, &scope, jkt);
         let (refresh_token, _) = self.mint(state, &sid, TokenType::Refresh, &scope, jkt);
         state.stats.password_grants += 1;
+        *state
+            .stats
+            .logins_by_user
+            .entry(username.to_owned())
+            .or_default() += 1;
         tracing::debug!(%sid, "fake identity provider: password grant");
         let refresh_expires_in = whole_seconds(self.config.refresh_lifetime);
         Ok(self.token_response(
@@ -308,6 +318,10 @@ impl ProviderShared {
             (Some(token), expires_at)
         };
         state.stats.refresh_grants += 1;
+        if let Some(session) = state.sessions.get(&sid) {
+            let username = session.username.clone();
+            *state.stats.refreshes_by_user.entry(username).or_default() += 1;
+        }
         tracing::debug!(%sid, "fake identity provider: refresh grant");
         let refresh_expires_in =
             whole_seconds(refresh_expires_at.saturating_duration_since(Instant::now()));

@@ -62,6 +62,10 @@ pub struct ProviderStats {
     pub password_grants: u64,
     /// Successful `refresh_token` grants.
     pub refresh_grants: u64,
+    /// Successful `password` grants, by username.
+    pub logins_by_user: std::collections::BTreeMap<String, u64>,
+    /// Successful `refresh_token` grants, by the username of their session.
+    pub refreshes_by_user: std::collections::BTreeMap<String, u64>,
     /// Successful `client_credentials` grants.
     pub client_credentials_grants: u64,
     /// Every answer with the error `invalid_grant` (bad user credentials, unknown,
