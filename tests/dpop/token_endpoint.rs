@@ -301,7 +301,10 @@ async fn a_public_clients_refresh_token_needs_its_own_key() {
     let login = refresher(&idp, &owner);
     let tokens = login.login().await.unwrap();
     let stolen = refresher(&idp, &thief);
-    let error = stolen.refresh(&tokens).await.unwrap_err();
+    // The token set carries its key, and a refresher signs with the key the session came
+    // with: the thief has the tokens but not the key, so it presents its own.
+    let without_key = tokens.clone().with_dpop(thief.clone());
+    let error = stolen.refresh(&without_key).await.unwrap_err();
     assert_eq!(error.kind(), ErrorKind::RefreshTokenRejected, "{error}");
     assert_eq!(
         error.error_description(),
