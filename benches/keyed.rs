@@ -4,8 +4,9 @@
 //! - `keyed/ratios` (table): every service gets the same requests, built inside the timed
 //!   loop, each carrying a user id as an extension (the single-session services ignore it):
 //!   tower-http's `AddAuthorization`, `AuthService` (one session), `KeyedAuthService` with one
-//!   live session, and with 100,000 live sessions and each request for a user drawn at random
-//!   among them. Per round each service sends 1,000 requests, in rotating order; the table
+//!   live session, and with 100,000 live sessions: each request for a user drawn at random
+//!   among 1,000 of them (the users active at a time), or among all 100,000 (a working set far
+//!   beyond the processor's caches: every request's session is a memory miss). Per round each service sends 1,000 requests, in rotating order; the table
 //!   gives the medians (and quartiles) of the per-round ratios to `AuthService`.
 //! - `keyed/memory` (table): the bytes held per session, counted by the global allocator
 //!   (allocations minus frees) over 10,000 sessions made in one layer: with no token, and with
@@ -167,6 +168,11 @@ fn ratios(runtime: &tokio::runtime::Runtime, rounds: usize) {
     let one = keyed(runtime, 1);
     let many = keyed(runtime, SESSIONS);
     let spread = users(CHUNK * 16);
+    // The users active at a time: 1,000 of the 100,000, each request for one of them.
+    let hot: Vec<u32> = users(CHUNK * 16)
+        .iter()
+        .map(|user| user % 1000 * 97)
+        .collect();
     type Run<'a> = Box<dyn FnMut(usize) -> Duration + 'a>;
     fn timed<S>(mut service: S, users: impl Fn(usize) -> u32 + 'static) -> Run<'static>
     where
@@ -193,7 +199,14 @@ fn ratios(runtime: &tokio::runtime::Runtime, rounds: usize) {
             timed(one.clone().replay_policy(NoReplay).layer(api()), |_| 0),
         ),
         (
-            "keyed, 100,000 sessions",
+            "keyed, 100,000 sessions, 1,000 in use",
+            timed(
+                many.clone().replay_policy(NoReplay).layer(api()),
+                move |n| hot[n % hot.len()],
+            ),
+        ),
+        (
+            "keyed, 100,000 sessions, all in use",
             timed(
                 many.clone().replay_policy(NoReplay).layer(api()),
                 spread_users,
@@ -211,7 +224,7 @@ fn ratios(runtime: &tokio::runtime::Runtime, rounds: usize) {
         "\nkeyed/ratios: {rounds} rounds; per round each service sends {CHUNK} requests (NoReplay, built in the loop with a user id extension), in rotating order; ratios per round to auth_service"
     );
     println!(
-        "{:<26} {:>8} {:>12} {:>12}",
+        "{:<40} {:>8} {:>12} {:>12}",
         "service", "ns/req", "ratio (med)", "quartiles"
     );
     for (index, (name, _)) in services.iter().enumerate() {
@@ -228,7 +241,7 @@ fn ratios(runtime: &tokio::runtime::Runtime, rounds: usize) {
         nanos.sort_by(f64::total_cmp);
         let at = |values: &[f64], q: usize| values[(values.len() - 1) * q / 4];
         println!(
-            "{:<26} {:>8.1} {:>12.3} {:>12}",
+            "{:<40} {:>8.1} {:>12.3} {:>12}",
             name,
             at(&nanos, 2),
             at(&ratios, 2),

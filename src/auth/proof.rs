@@ -100,7 +100,7 @@ pub(crate) fn authorize<B>(
     request
         .headers_mut()
         .insert(http::header::AUTHORIZATION, entry.header.clone());
-    if entry.tokens.token_type() == crate::token::TokenType::Bearer {
+    if entry.bearer {
         return Ok(Proof::default());
     }
     let (method, uri) = (
@@ -119,7 +119,7 @@ pub(crate) fn prove(
     headers: &mut http::HeaderMap,
     entry: &Entry,
 ) -> Result<Proof, BoxError> {
-    if entry.tokens.token_type() == crate::token::TokenType::Bearer {
+    if entry.bearer {
         return Ok(Proof::default());
     }
     #[cfg(feature = "dpop")]

@@ -108,8 +108,17 @@ impl std::ops::Deref for CurrentSlot {
     }
 }
 
+// In the order written: what every request reads or writes (the current token, the newest
+// accepted generation, the mark of use) shares the cache line of the reference count that
+// every request takes; for a keyed layer's many sessions, one memory miss instead of three.
+#[repr(C)]
 pub(crate) struct Shared {
     current: ArcSwapOption<Entry>,
+    /// The newest generation a response accepted (did not reject).
+    accepted: AtomicU64,
+    /// When a keyed layer last used this session (only a keyed layer with an idle timeout
+    /// keeps it).
+    used: AtomicU64,
     slot: Mutex<Slot>,
     /// Only the flight's exchange uses the refresher, and there is one at a time, so this lock
     /// is never contended; it makes any `Send` refresher shareable.
@@ -120,15 +129,10 @@ pub(crate) struct Shared {
     clock: Clock,
     generations: AtomicU64,
     flights: AtomicU64,
-    /// The newest generation a response accepted (did not reject).
-    accepted: AtomicU64,
     /// Numbers the changes of the session, under the slot lock, so hooks hear them in order.
     changes: AtomicU64,
     /// The newest change the hooks were told of; held while they run.
     notified: Mutex<u64>,
-    /// When a keyed layer last used this session (only a keyed layer with an idle timeout
-    /// keeps it).
-    used: AtomicU64,
     /// Bumped, under the slot lock, whenever the application sets or clears tokens: a
     /// refresh that started before does not install its result over the application's.
     epoch: AtomicU64,
