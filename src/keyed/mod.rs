@@ -19,7 +19,8 @@
 //!   single-session layer does, per key: the same cache runs each key's session.
 //! - **Memory is bounded** if asked ([`KeyedAuthLayerBuilder::max_sessions`],
 //!   [`idle_timeout`](KeyedAuthLayerBuilder::idle_timeout)): the least recently used sessions
-//!   are dropped from memory (a concurrent cache, `moka`, without a global lock on the hot path).
+//!   are dropped from memory (a concurrent cache, `quick_cache`, without a global lock on the
+//!   hot path).
 //!   **With a store** ([`KeyedAuthLayerBuilder::store`], e.g. a keyed
 //!   [`RedisStore`](crate::store::RedisStore)), an evicted session is read back from the store on
 //!   its next use, without a new login; processes sharing the store share one login and one
