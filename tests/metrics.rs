@@ -110,4 +110,66 @@ async fn refreshes_rejections_retries_and_waits_are_counted() {
     );
     assert_eq!(count("retries_total{}"), 2);
     assert_eq!(count("waits_total{}"), 1);
+
+    #[cfg(feature = "dpop")]
+    dpop_challenges_are_counted(&snapshotter).await;
+}
+
+/// DPoP nonce challenges: one met at the token endpoint (the login), one at the API, and one
+/// returned to the caller (a request that cannot be sent again); none counts as a rejection.
+/// (In the same test: the recorder is global, and a snapshot drains what it read.)
+#[cfg(feature = "dpop")]
+async fn dpop_challenges_are_counted(snapshotter: &metrics_util::debugging::Snapshotter) {
+    use tower_auth_refresh::dpop::Dpop;
+    use tower_auth_refresh::replay::NoReplay;
+
+    let config = ProviderConfig::default().dpop(true).dpop_nonce(true);
+    let idp = IdentityProvider::start(config).await.unwrap();
+    let api = Api::start(&idp).await.unwrap();
+    api.set_dpop_nonce(true);
+    let refresher = idp.refresher_builder().dpop(Dpop::generate().unwrap());
+    let layer = AuthLayer::new(refresher.build_http().unwrap());
+    let http = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let get = || {
+        Request::get(api.url("/user/me"))
+            .body(Full::<Bytes>::default())
+            .unwrap()
+    };
+    let client = layer.clone().layer(http.clone());
+    for _ in 0..2 {
+        assert_eq!(
+            client.clone().oneshot(get()).await.unwrap().status(),
+            StatusCode::OK
+        );
+    }
+    // Twice: the nonce before the current one is still taken.
+    api.rotate_dpop_nonce();
+    api.rotate_dpop_nonce();
+    let unreplayable = layer.replay_policy(NoReplay).layer(http);
+    let response = unreplayable.oneshot(get()).await.unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::UNAUTHORIZED,
+        "returned as it came"
+    );
+
+    let counters = counters(&snapshotter.snapshot().into_vec());
+    let count = |key: &str| counters.get(key).copied().unwrap_or(0);
+    assert_eq!(
+        count("dpop_nonce_retries_total{server=token_endpoint}"),
+        1,
+        "{counters:#?}"
+    );
+    assert_eq!(count("dpop_nonce_retries_total{server=resource}"), 1);
+    assert_eq!(
+        count("dpop_challenges_returned_total{challenge=use_dpop_nonce}"),
+        1
+    );
+    let rejections: u64 = counters
+        .iter()
+        .filter(|(key, _)| key.starts_with("rejections_total"))
+        .map(|(_, count)| count)
+        .sum();
+    assert_eq!(rejections, 0, "no challenge is a rejection: {counters:#?}");
+    assert_eq!(idp.stats().refresh_grants, 0);
 }

@@ -7,11 +7,11 @@
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use tower::{ServiceExt, service_fn};
+use tower::{Layer, ServiceExt, service_fn};
 use tower_auth_refresh::AuthLayer;
 use tower_auth_refresh::dpop::Dpop;
 use tower_auth_refresh::oauth2::{HttpClient, OAuth2Refresher};
@@ -117,26 +117,33 @@ async fn a_dpop_cycle_prints_no_key_token_or_proof() {
     idp.rotate_dpop_nonce();
     let state = format!("{state:?} {:?}", handle.refresh().await.unwrap());
 
-    // Resource requests, as the layer will make them, their proofs kept too.
-    let token = handle.access_token().unwrap();
+    // Resource requests through the layer, their proofs kept too: the first meets the API's
+    // nonce challenge (a retry with a new proof), the second carries the nonce.
+    let client = layer.clone().layer(recording(seen.clone()));
     let url = api.url("/user/me");
-    let http: HttpClient = Client::builder(TokioExecutor::new()).build_http();
     for _ in 0..2 {
-        let proof = dpop
-            .proof(&Method::GET, &url.parse().unwrap(), Some(token.secret()))
-            .unwrap();
-        seen.lock()
-            .unwrap()
-            .push(proof.to_str().unwrap().to_owned());
-        let request = Request::get(&url)
-            .header("authorization", format!("DPoP {}", token.secret()))
-            .header("dpop", proof)
-            .body(Full::<Bytes>::default())
-            .unwrap();
-        let response = http.request(request).await.unwrap();
-        dpop.observe(&url.parse().unwrap(), response.headers());
+        let request = Request::get(&url).body(Full::<Bytes>::default()).unwrap();
+        let response = client.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
     }
-    assert_eq!(api.stats().dpop_ok, 1, "a challenge, then taken");
+    let api_stats = api.stats();
+    assert_eq!(
+        (api_stats.dpop_ok, api_stats.dpop_nonce_challenges),
+        (2, 1),
+        "{api_stats:?}"
+    );
+    let client_debug = format!("{layer:?}");
+    // A DPoP token without its key: the typed error, and the request unsent.
+    let keyless = AuthLayer::new(service_fn(|_: tower_auth_refresh::RefreshRequest| async {
+        Ok::<_, std::convert::Infallible>(
+            tower_auth_refresh::TokenSet::new("keyless-dpop-token")
+                .with_token_type(tower_auth_refresh::TokenType::DPoP),
+        )
+    }))
+    .layer(recording(seen.clone()));
+    let request = Request::get(&url).body(Full::<Bytes>::default()).unwrap();
+    let keyless_error = keyless.oneshot(request).await.unwrap_err();
+    seen.lock().unwrap().push("keyless-dpop-token".to_owned());
 
     // Failures: a server that challenges every proof, a proof refused (the client thinks it
     // posts elsewhere than it does), keys that cannot be read.
@@ -177,7 +184,8 @@ async fn a_dpop_cycle_prints_no_key_token_or_proof() {
         builder_debug,
         state,
         format!("{dpop:?} {dpop:#?} {:?}", dpop.stats()),
-        format!("{refresher:?} {handle:?} {jwk:?}"),
+        format!("{refresher:?} {handle:?} {jwk:?} {client_debug}"),
+        format!("{keyless_error} {keyless_error:?}"),
         format!("{hostile_error} {hostile_error:?}"),
         format!("{refused} {refused:?}"),
         format!("{:?} {:?} {config:?}", idp.stats(), api.stats()),
