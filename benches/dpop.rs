@@ -8,22 +8,36 @@
 //! - `dpop/ratios` (table): the variants take turns, in rotating order, each signing a chunk
 //!   per round; the medians of the per-round times and ratios, and their quartiles, which the
 //!   load of a shared machine disturbs far less than two measurements taken seconds apart.
+//! - `dpop/requests` (table, same method): a whole request through `AuthService` (a trivial
+//!   inner service that answers at once, the request built in the loop) with a DPoP token,
+//!   against the same layer with a Bearer token and against tower-http's `AddAuthorization`,
+//!   and the proof alone for the same request: what DPoP adds to a request, and how much of
+//!   it is the proof.
 //!
 //! ```sh
 //! cargo bench --features dpop --bench dpop                  # full run
 //! cargo bench --features dpop --bench dpop -- --quick       # short run, the table included
 //! ```
 
+use std::cell::RefCell;
+use std::convert::Infallible;
+use std::future::{Ready, ready};
 use std::hint::black_box;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair};
+use bytes::Bytes;
 use criterion::Criterion;
-use http::{Method, Uri};
+use http::{Method, Request, Response, Uri};
+use http_body_util::Full;
 use jsonwebtoken::{EncodingKey, Header};
 use serde_json::Value;
+use tower::{Layer, Service, service_fn};
 use tower_auth_refresh::dpop::Dpop;
+use tower_auth_refresh::{AuthLayer, RefreshRequest, TokenSet, TokenType};
+use tower_http::auth::AddAuthorizationLayer;
 
 /// A JWT-sized access token, as MangaDex's (Keycloak's) are.
 const ACCESS_TOKEN: &str = "eyJhbGciOiJSUzI1NiIsInR5cCIgOiAiSldUIiwia2lkIiA6ICJmYWtlIn0.eyJleHAiOjE3MDAwMDAwMDAsImlhdCI6MTY5OTk5OTEwMCwianRpIjoiMWI0ZTI4YmEtMmZhMS00MWQyLTg4M2YtMDAxNmQzY2NhNDI3IiwiaXNzIjoiaHR0cHM6Ly9hdXRoLm1hbmdhZGV4Lm9yZy9yZWFsbXMvbWFuZ2FkZXgiLCJzdWIiOiJ1c2VyIn0.c2lnbmF0dXJl";
@@ -142,18 +156,29 @@ fn time(variant: &dyn Fn() -> usize, count: usize) -> Duration {
     started.elapsed()
 }
 
-fn ratio_table(length: Length, variants: &[Variant]) {
+/// The table of `variants` (`title`: what it is, `unit`: what one call makes), each
+/// variant's ratio taken to the variant `baseline(name)` of the same round.
+fn ratio_table(
+    length: Length,
+    (title, unit, against): (&str, &str, &str),
+    variants: &[Variant],
+    baseline: fn(&str) -> usize,
+) {
     let (rounds, count) = match length {
         Length::Test => (3, 10),
         Length::Quick => (60, 200),
         Length::Full => (300, 500),
     };
     println!(
-        "\ndpop/ratios: medians of {rounds} rounds; per round each variant signs {count} proofs, in rotating order"
+        "\n{title}: medians of {rounds} rounds; per round each variant makes {count} {unit}s, in rotating order"
     );
     println!(
         "{:<20} {:>10} {:>17} {:>16} {:>22}",
-        "variant", "ns/proof", "ns quartiles", "ratio to sign", "ratio quartiles"
+        "variant",
+        format!("ns/{unit}"),
+        "ns quartiles",
+        format!("ratio to {against}"),
+        "ratio quartiles"
     );
     // nanos[variant][round]
     let mut nanos = vec![Vec::new(); variants.len()];
@@ -165,8 +190,7 @@ fn ratio_table(length: Length, variants: &[Variant]) {
         }
     }
     for (index, (name, _)) in variants.iter().enumerate() {
-        // Each against the bare signature of its own curve.
-        let baseline = if name.ends_with("eddsa") { 4 } else { 1 };
+        let baseline = baseline(name);
         let mut ratios: Vec<f64> = nanos[index]
             .iter()
             .zip(&nanos[baseline])
@@ -185,6 +209,87 @@ fn ratio_table(length: Length, variants: &[Variant]) {
     }
 }
 
+type Body = Full<Bytes>;
+
+/// The API: answers at once.
+fn api() -> impl Service<
+    Request<Body>,
+    Response = Response<Body>,
+    Error = Infallible,
+    Future = Ready<Result<Response<Body>, Infallible>>,
+> + Clone
++ 'static {
+    service_fn(|_: Request<Body>| ready(Ok(Response::new(Body::default()))))
+}
+
+/// A request through `service`, built here as a user's code builds it; its future must be
+/// ready at once (a valid token, an API that answers at once).
+fn send<S>(service: &RefCell<S>) -> usize
+where
+    S: Service<Request<Body>, Response = Response<Body>>,
+    S::Error: std::fmt::Debug,
+{
+    let request = Request::get(uri()).body(Body::default()).unwrap();
+    let mut service = service.borrow_mut();
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(service.poll_ready(&mut cx).is_ready());
+    let mut future = std::pin::pin!(service.call(request));
+    match future.as_mut().poll(&mut cx) {
+        Poll::Ready(response) => black_box(response.unwrap()).status().as_u16().into(),
+        Poll::Pending => panic!("the request must not wait"),
+    }
+}
+
+/// A layer holding `tokens`, valid for an hour.
+fn layer_with(tokens: TokenSet) -> AuthLayer {
+    let refresher =
+        service_fn(|_: RefreshRequest| async { Ok::<_, Infallible>(TokenSet::new("unused")) });
+    let layer = AuthLayer::new(refresher);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let tokens = tokens.with_expires_in(Duration::from_secs(3600));
+    runtime.block_on(layer.handle().set_tokens(tokens)).unwrap();
+    layer
+}
+
+/// Whole requests: `AddAuthorization`, the layer with a Bearer token, with DPoP tokens.
+fn requests() -> Vec<Variant> {
+    let bearer = layer_with(TokenSet::new(ACCESS_TOKEN));
+    let dpop = |key: Dpop| {
+        let tokens = TokenSet::new(ACCESS_TOKEN)
+            .with_token_type(TokenType::DPoP)
+            .with_dpop(key);
+        layer_with(tokens)
+    };
+    let (es256_key, eddsa_key) = (Dpop::generate().unwrap(), Dpop::generate_ed25519().unwrap());
+    let (es256, eddsa) = (dpop(es256_key.clone()), dpop(eddsa_key.clone()));
+    let proof_alone = |key: Dpop| -> Box<dyn Fn() -> usize> {
+        Box::new(move || {
+            key.proof(&Method::GET, &uri(), Some(ACCESS_TOKEN))
+                .unwrap()
+                .len()
+        })
+    };
+    let variant = |service| -> Box<dyn Fn() -> usize> {
+        let service = RefCell::new(service);
+        Box::new(move || send(&service))
+    };
+    let add_authorization = RefCell::new(AddAuthorizationLayer::bearer(ACCESS_TOKEN).layer(api()));
+    vec![
+        (
+            "add_authorization",
+            Box::new(move || send(&add_authorization)),
+        ),
+        ("bearer_request", variant(bearer.layer(api()))),
+        ("dpop_request_es256", variant(es256.layer(api()))),
+        ("dpop_request_eddsa", variant(eddsa.layer(api()))),
+        ("proof_alone_es256", proof_alone(es256_key)),
+        ("proof_alone_eddsa", proof_alone(eddsa_key)),
+    ]
+}
+
 // The arguments: criterion's, read again for the table it does not run.
 #[path = "support/args.rs"]
 mod args;
@@ -197,6 +302,13 @@ fn main() {
     criterion_benches(&mut criterion, &variants);
     criterion.final_summary();
     if args.wants("dpop/ratios") {
-        ratio_table(args.length, &variants);
+        // Each against the bare signature of its own curve.
+        let bare_signature = |name: &str| if name.ends_with("eddsa") { 4 } else { 1 };
+        let title = ("dpop/ratios", "proof", "sign");
+        ratio_table(args.length, title, &variants, bare_signature);
+    }
+    if args.wants("dpop/requests") {
+        let title = ("dpop/requests", "request", "bearer");
+        ratio_table(args.length, title, &requests(), |_| 1);
     }
 }
