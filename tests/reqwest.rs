@@ -313,3 +313,71 @@ async fn debug_shows_no_token() {
     assert!(!debug.contains("Bearer ey"), "{debug}");
     assert!(!debug.contains(idp.config().password()), "{debug}");
 }
+
+// A retry after a rejection carries a proof made for it, or none: when the refresh brings a
+// Bearer token, the first request's DPoP proof does not travel with the copy.
+#[cfg(feature = "dpop")]
+#[tokio::test]
+async fn a_retry_with_a_bearer_token_carries_no_earlier_proof() {
+    use std::sync::{Arc, Mutex};
+    use tower_auth_refresh::dpop::Dpop;
+    use tower_auth_refresh::{RefreshRequest, TokenSet, TokenType};
+
+    // The API: records each request's Authorization and DPoP headers; refuses the first.
+    type Seen = Arc<Mutex<Vec<(String, Option<String>)>>>;
+    let seen: Seen = Arc::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    let recorded = Arc::clone(&seen);
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let recorded = Arc::clone(&recorded);
+            let service =
+                hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+                    let header = |name| {
+                        request
+                            .headers()
+                            .get(name)
+                            .map(|v| v.to_str().unwrap().to_owned())
+                    };
+                    let mut seen = recorded.lock().unwrap();
+                    seen.push((header("authorization").unwrap_or_default(), header("dpop")));
+                    let status = if seen.len() == 1 { 401 } else { 200 };
+                    let response = http::Response::builder()
+                        .status(status)
+                        .body(Full::<Bytes>::default());
+                    std::future::ready(response)
+                });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            tokio::spawn(hyper::server::conn::http1::Builder::new().serve_connection(io, service));
+        }
+    });
+    // The first token is DPoP-bound; the refresh after the rejection brings a Bearer one.
+    let key = Dpop::generate().unwrap();
+    let refresher = tower::service_fn(move |request: RefreshRequest| {
+        let key = key.clone();
+        async move {
+            let tokens = if request.current().is_none() {
+                TokenSet::new("first-dpop")
+                    .with_token_type(TokenType::DPoP)
+                    .with_dpop(key)
+            } else {
+                TokenSet::new("then-bearer")
+            };
+            Ok::<_, std::convert::Infallible>(tokens.with_expires_in(Duration::from_secs(900)))
+        }
+    });
+    let client = client(AuthLayer::new(refresher).reqwest_middleware());
+    let response = client.get(&url).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(seen[0].0, "DPoP first-dpop");
+    assert!(seen[0].1.is_some(), "the first request is proved");
+    assert_eq!(
+        seen[1],
+        ("Bearer then-bearer".to_owned(), None),
+        "no proof with a Bearer token"
+    );
+}

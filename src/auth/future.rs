@@ -214,7 +214,8 @@ where
         retry,
         proof,
     } = sent;
-    match proof.answer(response.status(), response.headers(), retry.is_some()) {
+    let from = redirected_to(&response);
+    match proof.answer(response.status(), response.headers(), retry.is_some(), from) {
         Challenge::None => {}
         Challenge::Returned => return Next::Done(response),
         Challenge::Nonce => {
@@ -413,8 +414,9 @@ where
                 } => {
                     let response = ready!(future.poll(cx)).map_err(Into::into)?;
                     // One retry per request: a second challenge goes back as it came.
+                    let from = redirected_to(&response);
                     if !matches!(
-                        proof.answer(response.status(), response.headers(), false),
+                        proof.answer(response.status(), response.headers(), false, from),
                         Challenge::None
                     ) {
                         return Poll::Ready(Ok(response));
@@ -439,15 +441,23 @@ where
 /// the stack (tower-http's `FollowRedirect` records the last URI as `RequestUri`) may end at
 /// another origin, whose 401 says nothing about this layer's token.
 fn answered_by_allowed_origin<T>(response: &Response<T>, session: &Session) -> bool {
+    redirected_to(response).is_none_or(|uri| session.rules().origins.allow(uri))
+}
+
+/// The URI a redirect followed inside the stack ended at, if one says so (tower-http's
+/// `FollowRedirect` records it as `RequestUri`).
+#[inline]
+fn redirected_to<T>(response: &Response<T>) -> Option<&http::Uri> {
     #[cfg(feature = "tower-http")]
-    if let Some(uri) = response
+    return response
         .extensions()
         .get::<tower_http::follow_redirect::RequestUri>()
+        .map(|uri| &uri.0);
+    #[cfg(not(feature = "tower-http"))]
     {
-        return session.rules().origins.allow(&uri.0);
+        let _ = response;
+        None
     }
-    let _ = (response, session);
-    true
 }
 
 impl<S, B, K> fmt::Debug for ResponseFuture<S, B, K>

@@ -22,6 +22,8 @@ pub(crate) struct Proof {
 struct Proved {
     dpop: crate::dpop::Dpop,
     uri: http::Uri,
+    /// The nonce the proof carried: a challenge that brings no other is not worth a retry.
+    nonce: Option<std::sync::Arc<str>>,
 }
 
 /// What a response to a proved request calls for.
@@ -36,6 +38,16 @@ pub(crate) enum Challenge {
     Returned,
 }
 
+#[cfg(feature = "dpop")]
+impl Proved {
+    /// Whether the origin's nonce, after the response was observed, is one the proof did not
+    /// carry.
+    fn has_new_nonce(&self) -> bool {
+        let fresh = self.dpop.nonce(&self.uri);
+        fresh.is_some() && fresh.as_deref() != self.nonce.as_deref()
+    }
+}
+
 impl Proof {
     /// Whether the request carried a proof.
     #[inline]
@@ -48,21 +60,27 @@ impl Proof {
 
     /// Learns the response's nonce, and says what its status calls for. `can_retry`: the
     /// request can be sent once more (its body can be replayed, and it was not sent again
-    /// already).
+    /// already). `from`: where the response came from, if a redirect followed inside the
+    /// stack says so; a response from another origin than the proof's says nothing of it
+    /// (its nonce is not that origin's, its challenge not about this proof).
     pub(crate) fn answer(
         &self,
         status: http::StatusCode,
         headers: &http::HeaderMap,
         can_retry: bool,
+        from: Option<&http::Uri>,
     ) -> Challenge {
         #[cfg(feature = "dpop")]
         if let Some(proved) = &self.proved {
+            if from.is_some_and(|from| !same_origin(from, &proved.uri)) {
+                return Challenge::None;
+            }
             use crate::cache::metrics;
             use crate::dpop::{Dpop, DpopChallenge};
             proved.dpop.observe(&proved.uri, headers);
             return match Dpop::challenge(status, headers) {
                 None => Challenge::None,
-                Some(DpopChallenge::UseNonce) if can_retry => {
+                Some(DpopChallenge::UseNonce) if can_retry && proved.has_new_nonce() => {
                     metrics::dpop_nonce_retried("resource");
                     tracing::debug!("the API asked for a DPoP nonce; sending again with it");
                     Challenge::Nonce
@@ -81,7 +99,7 @@ impl Proof {
                 }
             };
         }
-        let _ = (status, headers, can_retry);
+        let _ = (status, headers, can_retry, from);
         Challenge::None
     }
 }
@@ -120,6 +138,9 @@ pub(crate) fn prove(
     entry: &Entry,
 ) -> Result<Proof, BoxError> {
     if entry.bearer {
+        // A copy of a request proved for an earlier DPoP token (reqwest's retry) must not
+        // carry that proof with a Bearer token.
+        headers.remove("dpop");
         return Ok(Proof::default());
     }
     #[cfg(feature = "dpop")]
@@ -139,12 +160,14 @@ pub(crate) fn prove(
                  relative URIs (AuthLayer::origin_of_relative); the request was not sent",
             )
         })?;
-        let proof = dpop.proof(method, &uri, Some(entry.tokens.access_token().secret()))?;
+        let token = entry.tokens.access_token().secret();
+        let (proof, nonce) = dpop.proof_with_nonce(method, &uri, Some(token))?;
         headers.insert("dpop", proof);
         Ok(Proof {
             proved: Some(Box::new(Proved {
                 dpop: dpop.clone(),
                 uri,
+                nonce,
             })),
         })
     }
@@ -153,4 +176,20 @@ pub(crate) fn prove(
         let _ = (method, uri, headers);
         Ok(Proof::default())
     }
+}
+
+/// Whether two absolute URIs share an origin: scheme, host (case aside) and port (the
+/// scheme's default when none is written).
+#[cfg(feature = "dpop")]
+fn same_origin(a: &http::Uri, b: &http::Uri) -> bool {
+    fn origin(uri: &http::Uri) -> Option<(String, String, Option<u16>)> {
+        let scheme = uri.scheme_str()?.to_ascii_lowercase();
+        let port = uri.port_u16().or(match scheme.as_str() {
+            "https" => Some(443),
+            "http" => Some(80),
+            _ => None,
+        });
+        Some((scheme, uri.host()?.to_ascii_lowercase(), port))
+    }
+    origin(a).is_some() && origin(a) == origin(b)
 }

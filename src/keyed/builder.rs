@@ -178,7 +178,9 @@ where
 
     /// Drops a session from memory once no request or handle used it for `idle` (default:
     /// never), as [`max_sessions`](Self::max_sessions) does. Sessions are swept a few times per
-    /// `idle` (every quarter of it, at least every 10 ms), on the layer's background runtime.
+    /// `idle` (every quarter of it, at least every 10 ms), on the layer's background runtime,
+    /// and a use is marked to an eighth of `idle`: a session goes between `idle` and about
+    /// 1.4 × `idle` after its last use, never before.
     pub fn idle_timeout(mut self, idle: Duration) -> Self {
         self.idle_timeout = Some(idle);
         self

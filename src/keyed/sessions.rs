@@ -159,10 +159,23 @@ where
         self.live.len() as u64
     }
 
-    /// Drops the sessions idle for `idle` or longer that nothing holds.
-    fn drop_idle(&self, idle: Duration) {
-        self.live
-            .retain(|_, session| session.in_use() || session.idle_for() < idle);
+    /// Drops the sessions idle for `idle` or longer that nothing holds. A session's mark of
+    /// use may be up to a grain old, so one counts as idle only once its mark is `idle` plus
+    /// a grain old: never dropped before `idle`. The last references go after the shard's
+    /// lock is released (a refresher's or a store's `Drop` may be slow).
+    fn drop_idle(&self, idle: Duration, grain: Duration) {
+        let dropped = std::sync::Mutex::new(Vec::new());
+        let idle = idle.saturating_add(grain);
+        self.live.retain(|_, session| {
+            let keep = session.in_use() || session.idle_for() < idle;
+            if !keep {
+                if let Ok(mut dropped) = dropped.lock() {
+                    dropped.push(session.clone());
+                }
+            }
+            keep
+        });
+        drop(dropped);
     }
 }
 
@@ -178,7 +191,7 @@ where
             let Some(sessions) = sessions.upgrade() else {
                 return;
             };
-            sessions.drop_idle(idle);
+            sessions.drop_idle(idle, idle / 8);
         }
     });
     if !spawned {

@@ -14,7 +14,9 @@ use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use http::{Extensions, HeaderMap, Method, Request, Uri, Version};
 
-/// A request as kept for a retry. See the [module docs](self).
+/// A request as kept for a retry by [`CloneBody`](super::CloneBody): the URI and every header
+/// name and value copied into one buffer of the exact size, the method, the version, the
+/// extensions and a clone of the body; the `Request` is made again only for a retry.
 pub struct Snapshot<B> {
     method: Method,
     version: Version,

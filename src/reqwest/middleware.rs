@@ -125,7 +125,12 @@ impl AuthMiddleware {
         // A DPoP challenge is not a rejection of the token: it goes back as it came (the
         // nonce it brought is in the next proof).
         if !matches!(
-            proof.answer(response.status(), response.headers(), false),
+            proof.answer(
+                response.status(),
+                response.headers(),
+                false,
+                from(&proof, &response).as_ref()
+            ),
             Challenge::None
         ) {
             return Ok(response);
@@ -179,7 +184,12 @@ impl AuthMiddleware {
         drop(response);
         let response = via.send(retry).await.map_err(Failure::Send)?;
         if !matches!(
-            proof.answer(response.status(), response.headers(), false),
+            proof.answer(
+                response.status(),
+                response.headers(),
+                false,
+                from(&proof, &response).as_ref()
+            ),
             Challenge::None
         ) {
             return Ok(response);
@@ -274,4 +284,13 @@ impl fmt::Debug for AuthMiddleware {
             .field("origins", &self.layer.origins)
             .finish()
     }
+}
+
+/// Where a response came from (after any redirect reqwest followed), for a proved request:
+/// a DPoP proof's origin is compared with it.
+fn from(proof: &Proof, response: &Response) -> Option<http::Uri> {
+    if !proof.is_some() {
+        return None;
+    }
+    response.url().as_str().parse().ok()
 }

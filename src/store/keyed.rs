@@ -36,9 +36,10 @@ impl KeyedStore for super::RedisStore {
 /// `<folder>/alice.json`, locked through `alice.json.lock`. The folder is made (readable by its
 /// owner only, on Unix) with the first session saved.
 ///
-/// Names are written into file names as they are where they are letters, digits, `-` or `_`
-/// (and `.` not first), and percent-encoded otherwise (`alice@example.com` is
-/// `alice%40example.com.json`), so distinct names never share a file and no name leaves the
+/// Names are written into file names as they are where they are lower-case ASCII letters,
+/// digits, `-` or `_` (and `.` not first), and percent-encoded otherwise (`alice@example.com`
+/// is `alice%40example.com.json`, `Alice` is `%41lice.json`), so distinct names never share a
+/// file, not even on a file system that ignores case (macOS, Windows), and no name leaves the
 /// folder. A name too long for the file system fails the session's store operations with
 /// [`StoreErrorKind::Unavailable`](super::StoreErrorKind::Unavailable).
 #[derive(Clone)]
@@ -66,7 +67,9 @@ impl KeyedFileStore {
     pub fn path_of(&self, name: &str) -> PathBuf {
         let mut file = String::with_capacity(name.len() + 5);
         for (index, byte) in name.bytes().enumerate() {
-            let kept = byte.is_ascii_alphanumeric()
+            // Upper case is encoded: `Alice` and `alice` are one file where case is ignored.
+            let kept = byte.is_ascii_lowercase()
+                || byte.is_ascii_digit()
                 || byte == b'-'
                 || byte == b'_'
                 || (byte == b'.' && index > 0);
@@ -121,6 +124,14 @@ mod tests {
         assert_eq!(name("a%40"), "a%2540.json");
         assert_eq!(name(""), ".json");
         assert_eq!(name("é"), "%C3%A9.json");
+        assert_eq!(name("Alice"), "%41lice.json");
+        // Distinct even where the file system ignores case.
+        let folded: std::collections::HashSet<String> =
+            ["Alice", "alice", "ALICE", "a%41", "%4a", "J"]
+                .iter()
+                .map(|key| name(key).to_lowercase())
+                .collect();
+        assert_eq!(folded.len(), 6, "{folded:?}");
         for key in ["../x", "/x", "x/../../y", ".."] {
             assert_eq!(store.path_of(key).parent(), Some(Path::new("/sessions")));
         }

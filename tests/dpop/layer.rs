@@ -449,3 +449,102 @@ async fn the_key_is_kept_with_the_session_in_the_store() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+// A nonce challenge is worth a retry only if it brings a nonce the proof did not carry: an
+// API that challenges the nonce it gave (or gives none) gets its 401 back, with one request.
+#[tokio::test]
+async fn a_challenge_without_a_new_nonce_is_not_retried() {
+    let (dpop, refresher) = bound_tokens();
+    let calls = Arc::new(AtomicU64::new(0));
+    // Every answer: the challenge, with the same nonce (or none, after the second call).
+    let api = {
+        let calls = Arc::clone(&calls);
+        service_fn(move |request: Request<Body>| {
+            let n = calls.fetch_add(1, Ordering::Relaxed);
+            let carried = claims(request.headers()["dpop"].to_str().unwrap())["nonce"].clone();
+            let mut response = Response::new(Body::default());
+            *response.status_mut() = StatusCode::UNAUTHORIZED;
+            let headers: &mut HeaderMap = response.headers_mut();
+            headers.insert(
+                "www-authenticate",
+                r#"DPoP error="use_dpop_nonce""#.parse().unwrap(),
+            );
+            if n < 2 {
+                headers.insert("dpop-nonce", "the-only-nonce".parse().unwrap());
+            }
+            headers.insert("x-carried", carried.to_string().parse().unwrap());
+            std::future::ready(Ok::<_, Infallible>(response))
+        })
+    };
+    let client = AuthLayer::new(refresher).layer(api);
+    let get = || {
+        Request::get("http://127.0.0.1/")
+            .body(Body::default())
+            .unwrap()
+    };
+    // No nonce yet: the challenge brings one, worth the one retry.
+    let response = client.clone().oneshot(get()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(response.headers()["x-carried"], r#""the-only-nonce""#);
+    assert_eq!(calls.load(Ordering::Relaxed), 2);
+    // The proof carries that nonce; a challenge without another one is returned at once.
+    for expected in [3, 4] {
+        let response = client.clone().oneshot(get()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(calls.load(Ordering::Relaxed), expected, "no retry");
+    }
+    assert_eq!(
+        dpop.nonce(&"http://127.0.0.1/".parse().unwrap()).as_deref(),
+        Some("the-only-nonce")
+    );
+}
+
+// A redirect followed inside the stack (tower-http's `FollowRedirect`) that ends at another
+// origin: that origin's nonce challenge is neither the first origin's nonce nor a reason to
+// send the request again.
+#[cfg(feature = "tower-http")]
+#[tokio::test]
+async fn a_challenge_from_where_a_redirect_ended_is_not_the_first_origins() {
+    use tower_http::follow_redirect::FollowRedirectLayer;
+
+    let (dpop, refresher) = bound_tokens();
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let servers = {
+        let calls = Arc::clone(&calls);
+        service_fn(move |request: Request<Body>| {
+            let host = request.uri().host().unwrap_or_default().to_owned();
+            calls.lock().unwrap().push(host.clone());
+            let mut response = Response::new(Body::default());
+            if host == "api.example" {
+                *response.status_mut() = StatusCode::FOUND;
+                let location = "https://elsewhere.example/".parse().unwrap();
+                response.headers_mut().insert("location", location);
+            } else {
+                *response.status_mut() = StatusCode::UNAUTHORIZED;
+                let headers: &mut HeaderMap = response.headers_mut();
+                let challenge = r#"DPoP error="use_dpop_nonce""#.parse().unwrap();
+                headers.insert("www-authenticate", challenge);
+                headers.insert("dpop-nonce", "elsewheres-nonce".parse().unwrap());
+            }
+            std::future::ready(Ok::<_, Infallible>(response))
+        })
+    };
+    // Only the API may get the token: a 401 from elsewhere is not about it either.
+    let layer =
+        AuthLayer::new(refresher).allow_origin(Origin::parse("https://api.example").unwrap());
+    let client = tower::ServiceBuilder::new()
+        .layer(layer)
+        .layer(FollowRedirectLayer::new())
+        .service(servers);
+    let request = Request::get("https://api.example/me")
+        .body(Body::default())
+        .unwrap();
+    let response = client.oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        *calls.lock().unwrap(),
+        ["api.example", "elsewhere.example"],
+        "no retry"
+    );
+    assert_eq!(dpop.nonce(&"https://api.example/".parse().unwrap()), None);
+}
