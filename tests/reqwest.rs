@@ -381,3 +381,51 @@ async fn a_retry_with_a_bearer_token_carries_no_earlier_proof() {
         "no proof with a Bearer token"
     );
 }
+
+// DPoP through reqwest: every request proved, the API's nonce challenge met once with a new
+// proof and no refresh; a request whose body cannot be copied gets the challenge back.
+#[cfg(feature = "dpop")]
+#[tokio::test]
+async fn dpop_requests_meet_the_apis_nonce_once_without_a_refresh() {
+    use tower_auth_refresh::dpop::Dpop;
+
+    let (idp, api) = servers_with(ProviderConfig::default().dpop(true)).await;
+    api.set_dpop_nonce(true);
+    let refresher = idp.refresher_builder().dpop(Dpop::generate().unwrap());
+    let client = client(AuthLayer::new(refresher.build_http().unwrap()).reqwest_middleware());
+    for _ in 0..3 {
+        let response = client.get(api.url("/user/me")).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    let stats = api.stats();
+    assert_eq!(
+        (
+            stats.dpop_ok,
+            stats.dpop_nonce_challenges,
+            stats.dpop_invalid_proofs
+        ),
+        (3, 1, 0),
+        "{stats:?}"
+    );
+    assert_eq!(
+        (idp.stats().password_grants, idp.stats().refresh_grants),
+        (1, 0)
+    );
+
+    // Twice: the nonce before the current one is still taken.
+    api.rotate_dpop_nonce();
+    api.rotate_dpop_nonce();
+    let response = client
+        .post(api.url("/echo"))
+        .body(uncopyable(b"once"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::UNAUTHORIZED,
+        "returned as it came"
+    );
+    assert_eq!(api.stats().dpop_nonce_challenges, 2);
+    assert_eq!(idp.stats().refresh_grants, 0);
+}

@@ -1,4 +1,5 @@
 use std::fmt;
+use std::sync::Arc;
 
 use ::reqwest::header::AUTHORIZATION;
 use ::reqwest::{Request, Response, Url};
@@ -122,18 +123,27 @@ impl AuthMiddleware {
         let retry = request.try_clone();
 
         let response = via.send(request).await.map_err(Failure::Send)?;
-        // A DPoP challenge is not a rejection of the token: it goes back as it came (the
-        // nonce it brought is in the next proof).
-        if !matches!(
-            proof.answer(
-                response.status(),
-                response.headers(),
-                false,
-                from(&proof, &response).as_ref()
-            ),
-            Challenge::None
+        let from_uri = from(&proof, &response);
+        match proof.answer(
+            response.status(),
+            response.headers(),
+            retry.is_some(),
+            from_uri.as_ref(),
         ) {
-            return Ok(response);
+            Challenge::None => {}
+            Challenge::Returned => return Ok(response),
+            // A nonce challenge is no rejection of the token: the copy goes once more, with
+            // the same token (or a newer one) and a new proof carrying the nonce.
+            Challenge::Nonce => {
+                let Some(retry) = retry else {
+                    return Ok(response);
+                };
+                let entry = match cache.clone().acquire(windows).await {
+                    Ok(entry) => entry,
+                    Err(error) => return Err(Failure::Refresh(error, response)),
+                };
+                return self.resend(retry, entry, response, &mut via).await;
+            }
         }
         // reqwest follows redirects inside: a 401 from where they ended is about this
         // layer's token only if that origin may get it.
@@ -149,7 +159,7 @@ impl AuthMiddleware {
             return Ok(response);
         }
         let status = response.status().as_u16();
-        let Some(mut retry) = retry else {
+        let Some(retry) = retry else {
             tracing::debug!(
                 generation,
                 status,
@@ -167,41 +177,55 @@ impl AuthMiddleware {
             Ok(entry) => entry,
             Err(error) => return Err(Failure::Refresh(error, response)),
         };
+        self.resend(retry, entry, response, &mut via).await
+    }
+
+    /// Sends the copy `retry` with `entry`'s token, the one retry of a request whose first
+    /// answer was `first` (returned if the retry cannot be proved); a challenge or a
+    /// rejection of the retry goes back as it came.
+    async fn resend<V: Sender>(
+        &self,
+        mut retry: Request,
+        entry: Arc<Entry>,
+        first: Response,
+        via: &mut V,
+    ) -> Result<Response, Failure<V::Error>> {
         retry
             .headers_mut()
             .insert(AUTHORIZATION, entry.header.clone());
         let proof = match Self::prove(&mut retry, &entry) {
             Ok(proof) => proof,
-            // The retry cannot be proved: the rejection is the answer.
             Err(error) => {
                 tracing::warn!(%error, "the retry's DPoP proof could not be made");
-                return Ok(response);
+                return Ok(first);
             }
         };
-        let retry_generation = entry.generation;
+        let generation = entry.generation;
         drop(entry);
         // Frees the connection rather than hold it for the retry.
-        drop(response);
+        drop(first);
         let response = via.send(retry).await.map_err(Failure::Send)?;
+        let from_uri = from(&proof, &response);
         if !matches!(
             proof.answer(
                 response.status(),
                 response.headers(),
                 false,
-                from(&proof, &response).as_ref()
+                from_uri.as_ref()
             ),
             Challenge::None
         ) {
             return Ok(response);
         }
+        let cache = &self.layer.cache;
         if self
             .layer
             .rejection
             .matches(response.status(), response.headers())
         {
-            cache.retry_rejected(retry_generation);
+            cache.retry_rejected(generation);
         } else {
-            cache.accepted(retry_generation);
+            cache.accepted(generation);
         }
         Ok(response)
     }
