@@ -214,7 +214,8 @@ where
         retry,
         proof,
     } = sent;
-    let from = redirected_to(&response);
+    // Where the response came from matters to a proof only: no look for a Bearer request.
+    let from = proof.is_some().then(|| redirected_to(&response)).flatten();
     match proof.answer(response.status(), response.headers(), retry.is_some(), from) {
         Challenge::None => {}
         Challenge::Returned => return Next::Done(response),
@@ -414,7 +415,7 @@ where
                 } => {
                     let response = ready!(future.poll(cx)).map_err(Into::into)?;
                     // One retry per request: a second challenge goes back as it came.
-                    let from = redirected_to(&response);
+                    let from = proof.is_some().then(|| redirected_to(&response)).flatten();
                     if !matches!(
                         proof.answer(response.status(), response.headers(), false, from),
                         Challenge::None
