@@ -115,6 +115,8 @@ pin_project! {
             wait: Wait,
             retry: Option<(Request<B>, S)>,
             session: Session,
+            // The retry answers a DPoP nonce challenge (same token), not a rejection.
+            after_nonce: bool,
         },
         // Refused before anything was sent (a keyed layer's request without a key).
         Failed {
@@ -127,6 +129,7 @@ pin_project! {
             generation: u64,
             session: Session,
             proof: Proof,
+            after_nonce: bool,
         },
     }
 }
@@ -214,9 +217,13 @@ where
         retry,
         proof,
     } = sent;
-    // Where the response came from matters to a proof only: no look for a Bearer request.
-    let from = proof.is_some().then(|| redirected_to(&response)).flatten();
-    match proof.answer(response.status(), response.headers(), retry.is_some(), from) {
+    let from = proved_from(&proof, &response, &session);
+    match proof.answer(
+        response.status(),
+        response.headers(),
+        retry.is_some(),
+        from.as_ref(),
+    ) {
         Challenge::None => {}
         Challenge::Returned => return Next::Done(response),
         Challenge::Nonce => {
@@ -231,6 +238,7 @@ where
                 wait,
                 retry: Some(retry),
                 session,
+                after_nonce: true,
             });
         }
     }
@@ -264,6 +272,7 @@ where
                 wait,
                 retry: Some(retry),
                 session,
+                after_nonce: false,
             })
         }
         None => {
@@ -386,6 +395,7 @@ where
                     wait,
                     retry,
                     session,
+                    after_nonce,
                 } => {
                     let entry = ready!(wait.as_mut().poll(cx))?;
                     let (mut request, service) = retry
@@ -394,11 +404,13 @@ where
                     // A new proof: the retry's is never the copied one.
                     let proof = authorize(&mut request, &entry, &session.rules().origins)?;
                     let session = session.clone();
+                    let after_nonce = *after_nonce;
                     self.set(Cold::Retrying {
                         future: Oneshot::new(service, request),
                         generation: entry.generation,
                         session,
                         proof,
+                        after_nonce,
                     });
                 }
                 ColdProj::Failed { error } => {
@@ -412,22 +424,33 @@ where
                     generation,
                     session,
                     proof,
+                    after_nonce,
                 } => {
                     let response = ready!(future.poll(cx)).map_err(Into::into)?;
                     // One retry per request: a second challenge goes back as it came.
-                    let from = proof.is_some().then(|| redirected_to(&response)).flatten();
+                    let from = proved_from(proof, &response, session);
                     if !matches!(
-                        proof.answer(response.status(), response.headers(), false, from),
+                        proof.answer(response.status(), response.headers(), false, from.as_ref()),
                         Challenge::None
                     ) {
                         return Poll::Ready(Ok(response));
                     }
-                    if session
-                        .rules()
+                    let rules = session.rules();
+                    if rules
                         .rejection
                         .matches(response.status(), response.headers())
                     {
-                        session.cache().retry_rejected(*generation);
+                        if !*after_nonce {
+                            session.cache().retry_rejected(*generation);
+                        } else if answered_by_allowed_origin(&response, session)
+                            && session.cache().rejected(*generation)
+                        {
+                            // The one retry went to a nonce challenge: the token's rejection
+                            // goes back, and the next request finds a refresh under way.
+                            session
+                                .cache()
+                                .refresh_after_rejection(*generation, &rules.windows);
+                        }
                     } else {
                         session.cache().accepted(*generation);
                     }
@@ -443,6 +466,20 @@ where
 /// another origin, whose 401 says nothing about this layer's token.
 fn answered_by_allowed_origin<T>(response: &Response<T>, session: &Session) -> bool {
     redirected_to(response).is_none_or(|uri| session.rules().origins.allow(uri))
+}
+
+/// Where the response to a proved request came from, as an absolute URI, if a redirect
+/// followed inside the stack says so; nothing for a Bearer request (it does not matter there).
+fn proved_from<T>(proof: &Proof, response: &Response<T>, session: &Session) -> Option<http::Uri> {
+    if !proof.is_some() {
+        return None;
+    }
+    // `FollowRedirect` records the URI as the request gave it: relative, for a request that
+    // relies on `origin_of_relative`.
+    session
+        .rules()
+        .origins
+        .absolute_or_none(redirected_to(response)?)
 }
 
 /// The URI a redirect followed inside the stack ended at, if one says so (tower-http's

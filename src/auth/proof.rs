@@ -73,7 +73,13 @@ impl Proof {
         #[cfg(feature = "dpop")]
         if let Some(proved) = &self.proved {
             if from.is_some_and(|from| !same_origin(from, &proved.uri)) {
-                return Challenge::None;
+                // Not the proof's origin: its nonce is not that origin's; its challenge goes
+                // back as it came, no rejection of the token either.
+                return if Dpop::is_challenge(status, headers) {
+                    Challenge::Returned
+                } else {
+                    Challenge::None
+                };
             }
             use crate::cache::metrics;
             use crate::dpop::{Dpop, DpopChallenge};

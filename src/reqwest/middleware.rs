@@ -138,11 +138,12 @@ impl AuthMiddleware {
                 let Some(retry) = retry else {
                     return Ok(response);
                 };
-                let entry = match cache.clone().acquire(windows).await {
-                    Ok(entry) => entry,
-                    Err(error) => return Err(Failure::Refresh(error, response)),
+                // No token to send it with (a refresh failed meanwhile): the challenge is the
+                // answer.
+                let Ok(entry) = cache.clone().acquire(windows).await else {
+                    return Ok(response);
                 };
-                return self.resend(retry, entry, response, &mut via).await;
+                return self.resend(retry, entry, response, &mut via, true).await;
             }
         }
         // reqwest follows redirects inside: a 401 from where they ended is about this
@@ -177,18 +178,21 @@ impl AuthMiddleware {
             Ok(entry) => entry,
             Err(error) => return Err(Failure::Refresh(error, response)),
         };
-        self.resend(retry, entry, response, &mut via).await
+        self.resend(retry, entry, response, &mut via, false).await
     }
 
     /// Sends the copy `retry` with `entry`'s token, the one retry of a request whose first
     /// answer was `first` (returned if the retry cannot be proved); a challenge or a
-    /// rejection of the retry goes back as it came.
+    /// rejection of the retry goes back as it came. `after_nonce`: the retry answers a DPoP
+    /// nonce challenge with the same token, so a rejection of it starts a refresh for the
+    /// next requests.
     async fn resend<V: Sender>(
         &self,
         mut retry: Request,
         entry: Arc<Entry>,
         first: Response,
         via: &mut V,
+        after_nonce: bool,
     ) -> Result<Response, Failure<V::Error>> {
         retry
             .headers_mut()
@@ -223,7 +227,11 @@ impl AuthMiddleware {
             .rejection
             .matches(response.status(), response.headers())
         {
-            cache.retry_rejected(generation);
+            if !after_nonce {
+                cache.retry_rejected(generation);
+            } else if self.allows(response.url()) && cache.rejected(generation) {
+                cache.refresh_after_rejection(generation, &self.layer.windows);
+            }
         } else {
             cache.accepted(generation);
         }

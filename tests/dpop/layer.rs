@@ -548,3 +548,161 @@ async fn a_challenge_from_where_a_redirect_ended_is_not_the_first_origins() {
     );
     assert_eq!(dpop.nonce(&"https://api.example/".parse().unwrap()), None);
 }
+
+/// `bound_tokens`' refresher, counting its calls.
+fn counted_bound_tokens() -> (
+    Dpop,
+    Arc<AtomicU64>,
+    impl Service<RefreshRequest, Response = TokenSet, Error = Infallible, Future = impl Send>
+    + Send
+    + 'static,
+) {
+    let (dpop, refresher) = bound_tokens();
+    let refreshes = Arc::new(AtomicU64::new(0));
+    let counted = {
+        let refreshes = Arc::clone(&refreshes);
+        refresher.map_request(move |request: RefreshRequest| {
+            refreshes.fetch_add(1, Ordering::Relaxed);
+            request
+        })
+    };
+    (dpop, refreshes, counted)
+}
+
+/// An API that challenges a proof without the nonce `n1` and answers `then` to one with it;
+/// it records each request's host.
+fn nonce_api(
+    hosts: &Arc<Mutex<Vec<String>>>,
+    then: StatusCode,
+) -> impl Service<
+    Request<Body>,
+    Response = Response<Body>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<Response<Body>, Infallible>> + Send,
+> + Clone
++ Send
++ 'static {
+    let hosts = Arc::clone(hosts);
+    service_fn(move |request: Request<Body>| {
+        hosts
+            .lock()
+            .unwrap()
+            .push(request.uri().host().unwrap_or("").to_owned());
+        let proof = claims(request.headers()["dpop"].to_str().unwrap());
+        let mut response = Response::builder();
+        if proof["nonce"] == "n1" {
+            response = response.status(then);
+            if then == StatusCode::UNAUTHORIZED {
+                response = response.header("www-authenticate", r#"DPoP error="invalid_token""#);
+            }
+        } else {
+            response = response
+                .status(StatusCode::UNAUTHORIZED)
+                .header("www-authenticate", r#"DPoP error="use_dpop_nonce""#)
+                .header("dpop-nonce", "n1");
+        }
+        std::future::ready(Ok::<_, Infallible>(response.body(Body::default()).unwrap()))
+    })
+}
+
+// A relative request (tonic's, kube's) inside `FollowRedirect`, which records the URI as the
+// request gave it: the nonce challenge is still the API's, met once, no refresh.
+#[cfg(feature = "tower-http")]
+#[tokio::test]
+async fn a_relative_request_behind_follow_redirect_meets_the_nonce_once() {
+    use tower_http::follow_redirect::FollowRedirectLayer;
+
+    let (dpop, refreshes, refresher) = counted_bound_tokens();
+    let hosts = Arc::new(Mutex::new(Vec::new()));
+    let origin = Origin::parse("https://api.example").unwrap();
+    let client = tower::ServiceBuilder::new()
+        .layer(AuthLayer::new(refresher).origin_of_relative(origin))
+        .layer(FollowRedirectLayer::new())
+        .service(nonce_api(&hosts, StatusCode::OK));
+    let request = Request::get("/v1/items").body(Body::default()).unwrap();
+    let response = client.oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        hosts.lock().unwrap().len(),
+        2,
+        "the challenge, then the retry"
+    );
+    assert_eq!(refreshes.load(Ordering::Relaxed), 1, "the login only");
+    let api = "https://api.example/".parse().unwrap();
+    assert_eq!(dpop.nonce(&api).as_deref(), Some("n1"));
+}
+
+// A redirect to another origin that may get the token: its DPoP challenge is not a rejection
+// of the token (no refresh) and not the first origin's to retry.
+#[cfg(feature = "tower-http")]
+#[tokio::test]
+async fn a_challenge_from_another_allowed_origin_refreshes_nothing() {
+    use tower_http::follow_redirect::FollowRedirectLayer;
+
+    let (dpop, refreshes, refresher) = counted_bound_tokens();
+    let hosts = Arc::new(Mutex::new(Vec::new()));
+    let elsewhere = nonce_api(&hosts, StatusCode::OK);
+    let servers = {
+        let hosts = Arc::clone(&hosts);
+        service_fn(move |request: Request<Body>| {
+            let mut elsewhere = elsewhere.clone();
+            let hosts = Arc::clone(&hosts);
+            async move {
+                if request.uri().host() != Some("api.example") {
+                    return elsewhere.call(request).await;
+                }
+                hosts.lock().unwrap().push("api.example".to_owned());
+                let mut response = Response::new(Body::default());
+                *response.status_mut() = StatusCode::FOUND;
+                let location = "https://elsewhere.example/".parse().unwrap();
+                response.headers_mut().insert("location", location);
+                Ok(response)
+            }
+        })
+    };
+    let layer = AuthLayer::new(refresher)
+        .allow_origin(Origin::parse("https://api.example").unwrap())
+        .allow_origin(Origin::parse("https://elsewhere.example").unwrap());
+    let client = tower::ServiceBuilder::new()
+        .layer(layer)
+        .layer(FollowRedirectLayer::new())
+        .service(servers);
+    let request = Request::get("https://api.example/me")
+        .body(Body::default())
+        .unwrap();
+    let response = client.oneshot(request).await.unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::UNAUTHORIZED,
+        "the challenge, as it came"
+    );
+    assert_eq!(*hosts.lock().unwrap(), ["api.example", "elsewhere.example"]);
+    assert_eq!(refreshes.load(Ordering::Relaxed), 1, "the login only");
+    assert_eq!(dpop.nonce(&"https://api.example/".parse().unwrap()), None);
+}
+
+// The one retry went to a nonce challenge and the retry's token was rejected: the 401 goes
+// back (no third send), and a refresh starts for the next request.
+#[tokio::test]
+async fn a_rejection_after_a_nonce_retry_starts_a_refresh() {
+    let (_dpop, refreshes, refresher) = counted_bound_tokens();
+    let hosts = Arc::new(Mutex::new(Vec::new()));
+    let client = AuthLayer::new(refresher).layer(nonce_api(&hosts, StatusCode::UNAUTHORIZED));
+    let request = Request::get("https://api.example/")
+        .body(Body::default())
+        .unwrap();
+    let response = client.oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(hosts.lock().unwrap().len(), 2, "no third send");
+    for _ in 0..200 {
+        if refreshes.load(Ordering::Relaxed) == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        refreshes.load(Ordering::Relaxed),
+        2,
+        "the login, then a refresh"
+    );
+}
