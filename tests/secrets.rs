@@ -23,13 +23,7 @@ const CLIENT_SECRET: &str = "cs-9f8e7d6c5b4a";
 
 #[tokio::test]
 async fn no_secret_in_logs_debug_or_display() {
-    let log = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(log.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (log, _guard) = Captured::trace();
 
     let idp = IdentityProvider::start(
         ProviderConfig::default()
@@ -117,7 +111,7 @@ async fn no_secret_in_logs_debug_or_display() {
         format!("{idp:?} {:?}", idp.config()),
         format!("{api:?}"),
     ];
-    shown.push(String::from_utf8(log.0.lock().unwrap().clone()).unwrap());
+    shown.push(log.text());
     let everything = shown.join("\n");
     assert!(everything.contains("token refresh"), "the log was captured");
 

@@ -74,13 +74,7 @@ fn assert_no_secret(shown: &str, secrets: &[(&str, String)]) {
 
 #[tokio::test]
 async fn a_dpop_cycle_prints_no_key_token_or_proof() {
-    let log = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(log.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (log, _guard) = Captured::trace();
 
     // The key, made now and read from PEM as an application would.
     let pkcs8 = aws_lc_rs::signature::EcdsaKeyPair::generate(
@@ -197,7 +191,7 @@ async fn a_dpop_cycle_prints_no_key_token_or_proof() {
         "the thumbprint is public"
     );
     assert!(refused.to_string().contains("htu mismatch"), "{refused}");
-    let log = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+    let log = log.text();
     assert!(log.contains("DPoP nonce"), "the retry is logged");
 
     let mut secrets: Vec<(&str, String)> = vec![

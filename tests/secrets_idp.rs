@@ -36,13 +36,7 @@ fn assert_no_secret(shown: &str, secrets: &[String]) {
 
 #[tokio::test]
 async fn basic_discovery_revocation_and_logout_print_no_secret() {
-    let log = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(log.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (log, _guard) = Captured::trace();
 
     let idp = IdentityProvider::start(
         ProviderConfig::default()
@@ -101,7 +95,7 @@ async fn basic_discovery_revocation_and_logout_print_no_secret() {
         format!("{rejected} {rejected:?}"),
         format!("{metadata:?}"),
         format!("{wrong:?}"),
-        String::from_utf8(log.0.lock().unwrap().clone()).unwrap(),
+        log.text(),
     ]
     .join("\n");
     assert!(
