@@ -72,7 +72,7 @@ impl Proof {
     ) -> Challenge {
         #[cfg(feature = "dpop")]
         if let Some(proved) = &self.proved {
-            if from.is_some_and(|from| !same_origin(from, &proved.uri)) {
+            if from.is_some_and(|from| !crate::dpop::same_origin(from, &proved.uri)) {
                 // Not the proof's origin: its nonce is not that origin's; its challenge goes
                 // back as it came, no rejection of the token either.
                 return if Dpop::is_challenge(status, headers) {
@@ -182,20 +182,4 @@ pub(crate) fn prove(
         let _ = (method, uri, headers);
         Ok(Proof::default())
     }
-}
-
-/// Whether two absolute URIs share an origin: scheme, host (case aside) and port (the
-/// scheme's default when none is written).
-#[cfg(feature = "dpop")]
-fn same_origin(a: &http::Uri, b: &http::Uri) -> bool {
-    fn origin(uri: &http::Uri) -> Option<(String, String, Option<u16>)> {
-        let scheme = uri.scheme_str()?.to_ascii_lowercase();
-        let port = uri.port_u16().or(match scheme.as_str() {
-            "https" => Some(443),
-            "http" => Some(80),
-            _ => None,
-        });
-        Some((scheme, uri.host()?.to_ascii_lowercase(), port))
-    }
-    origin(a).is_some() && origin(a) == origin(b)
 }

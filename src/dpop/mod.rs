@@ -93,6 +93,15 @@ use self::key::Key;
 use self::nonce::Nonces;
 use crate::token::Secret;
 
+/// Whether two absolute URIs have one origin, normalised as a proof's `htu` and the nonces'
+/// keys are (scheme and host in lower case, the scheme's default port left out).
+pub(crate) fn same_origin(a: &Uri, b: &Uri) -> bool {
+    match (proof::target(a), proof::target(b)) {
+        (Ok(a), Ok(b)) => a.origin == b.origin,
+        _ => false,
+    }
+}
+
 /// The client's DPoP key and the nonces servers gave: clones share both.
 ///
 /// Made with [`generate`](Self::generate) (P-256, ES256: what every DPoP server accepts),
