@@ -455,13 +455,52 @@ async fn an_idle_session_leaves_memory_and_comes_back_from_the_store() {
     let client = layer.layer(api(&seen));
     send(&client, request_for(3)).await.unwrap();
     assert_eq!(handle.live_sessions(), 1);
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Gone between the timeout and about 1.4 times it (a sweep every quarter, a use marked to
+    // an eighth).
+    tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(handle.live_sessions(), 0);
     assert!(handle.state(&User(3)).is_none());
     let response = send(&client, request_for(3)).await.unwrap();
     assert_eq!(token_sent(&response), token_of(3, 1));
     assert_eq!(seen.calls(3), [RefreshReason::NoToken]);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+// Never before the timeout: a use that came too soon after the last one to be marked (within
+// an eighth of the timeout) still counts. Five users, each used twice 15 ms apart at
+// staggered times, are each checked while their last use is younger than the timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_session_stays_until_its_timeout() {
+    let idle = Duration::from_millis(200);
+    let seen = Arc::new(Seen::default());
+    let layer = layer_of(&seen, Duration::ZERO).idle_timeout(idle).build();
+    let handle = layer.handle();
+    let client = layer.layer(api(&seen));
+    let mut last_uses = Vec::new();
+    for user in 0..5 {
+        send(&client, request_for(user)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(15)).await;
+        send(&client, request_for(user)).await.unwrap();
+        last_uses.push((user, tokio::time::Instant::now()));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut checked = 0;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        for (user, used) in &last_uses {
+            // Read before the clock, so a drop seen here happened before `elapsed`.
+            let live = handle.state(&User(*user)).is_some();
+            if used.elapsed() < idle {
+                assert!(
+                    live,
+                    "user {user} dropped {:?} after its last use",
+                    used.elapsed()
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 0, "nothing checked: the machine was too slow");
 }
 
 // What the docs say of a bound without a store: an evicted session is gone, and its next
