@@ -4,13 +4,15 @@
 //!   let go at the same instant, through a fresh layer per iteration whose refresher takes
 //!   20 ms; the time from that instant to the last response. `valid_token` (no refresh) is
 //!   compared with `no_middleware`; `no_token` and `expired_token` (all 10,000 wait for one
-//!   refresh) with `ideal_wait`, 10,000 tasks that wait on one `watch` channel flipped after
-//!   20 ms and then call the API directly: the least any single flight can cost. Every
+//!   refresh), and `no_token_here` (`no_token` with the layer's background work on the
+//!   requests' runtime) with `ideal_wait`, 10,000 tasks that wait on one `watch` channel
+//!   flipped after 20 ms and then call the API directly: the least any single flight can
+//!   cost. Every
 //!   iteration checks that each request succeeded and that the refresher was called exactly
 //!   once (never for `valid_token`).
 //! - `refresh_window` (criterion): one request on the hot path with a fresh token, and with a
 //!   token in its soft window whose background refresh is in flight.
-//! - `stampede/latency` (table): the same five cases in interleaved rounds (each round runs
+//! - `stampede/latency` (table): the same six cases in interleaved rounds (each round runs
 //!   every case once, in a rotating order): the per-round ratio to the baseline of the same
 //!   round (median and quartiles), medians of the wall time, the added latency (against
 //!   `valid_token` of the same round), the drain (from the end of the refresh to the last
@@ -147,15 +149,20 @@ enum Case {
     NoToken,
     /// The layer with an expired token: one refresh for all.
     ExpiredToken,
+    /// `NoToken` with the layer's background work on the requests' runtime
+    /// (`AuthLayerBuilder::runtime`) instead of the crate's own thread: what the wake-ups
+    /// from another runtime cost.
+    NoTokenSameRuntime,
 }
 
 impl Case {
-    const ALL: [Case; 5] = [
+    const ALL: [Case; 6] = [
         Case::NoMiddleware,
         Case::ValidToken,
         Case::IdealWait,
         Case::NoToken,
         Case::ExpiredToken,
+        Case::NoTokenSameRuntime,
     ];
 
     fn name(self) -> &'static str {
@@ -165,6 +172,7 @@ impl Case {
             Case::IdealWait => "ideal_wait",
             Case::NoToken => "no_token",
             Case::ExpiredToken => "expired_token",
+            Case::NoTokenSameRuntime => "no_token_here",
         }
     }
 
@@ -173,7 +181,7 @@ impl Case {
         match self {
             Case::NoMiddleware | Case::IdealWait => None,
             Case::ValidToken => Some(Case::NoMiddleware),
-            Case::NoToken | Case::ExpiredToken => Some(Case::IdealWait),
+            Case::NoToken | Case::ExpiredToken | Case::NoTokenSameRuntime => Some(Case::IdealWait),
         }
     }
 }
@@ -208,7 +216,11 @@ async fn stampede(case: Case) -> Stampede {
         });
         return send_all(api(false), requests, (start, started), gate, &calls).await;
     }
-    let layer = AuthLayer::new(refresher(STAMPEDE_REFRESH, Arc::clone(&calls)));
+    let mut layer = AuthLayer::builder(refresher(STAMPEDE_REFRESH, Arc::clone(&calls)));
+    if case == Case::NoTokenSameRuntime {
+        layer = layer.runtime(tokio::runtime::Handle::current());
+    }
+    let layer = layer.build();
     let lifetime = match case {
         Case::ValidToken => Some(Duration::from_secs(900)),
         Case::ExpiredToken => Some(Duration::ZERO),
@@ -360,7 +372,7 @@ fn stampede_table(runtime: &Runtime, length: Length) {
             format!("{mid:.3} ({low:.2}-{high:.2})")
         };
         let added = match case {
-            Case::NoToken | Case::ExpiredToken => {
+            Case::NoToken | Case::ExpiredToken | Case::NoTokenSameRuntime => {
                 let mut added: Vec<Duration> = runs
                     .iter()
                     .zip(&valid_walls)
