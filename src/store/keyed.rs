@@ -40,7 +40,9 @@ impl KeyedStore for super::RedisStore {
 /// digits, `-` or `_` (and `.` not first), and percent-encoded otherwise (`alice@example.com`
 /// is `alice%40example.com.json`, `Alice` is `%41lice.json`), so distinct names never share a
 /// file, not even on a file system that ignores case (macOS, Windows), and no name leaves the
-/// folder. A name too long for the file system fails the session's store operations with
+/// folder; names that Windows reserves for devices (`con`, `nul`, `com1`, …, also before a
+/// dot) get their first letter encoded (`%63on.json`). A name too long for the file system
+/// fails the session's store operations with
 /// [`StoreErrorKind::Unavailable`](super::StoreErrorKind::Unavailable).
 #[derive(Clone)]
 pub struct KeyedFileStore {
@@ -78,6 +80,18 @@ impl KeyedFileStore {
             } else {
                 file.push_str(&format!("%{byte:02X}"));
             }
+        }
+        // Windows opens a device, not a file, for `con.json`, `nul.tar.json`, `com1.json`…
+        // (the part before the first dot decides): encode the first letter of those.
+        let device = file.split('.').next().is_some_and(|stem| {
+            matches!(stem, "con" | "prn" | "aux" | "nul")
+                || (stem.len() == 4
+                    && (stem.starts_with("com") || stem.starts_with("lpt"))
+                    && stem.as_bytes()[3].is_ascii_digit())
+        });
+        if device {
+            let first = file.remove(0);
+            file.insert_str(0, &format!("%{:02X}", u32::from(first)));
         }
         file.push_str(".json");
         self.folder.join(file)
@@ -132,6 +146,15 @@ mod tests {
                 .map(|key| name(key).to_lowercase())
                 .collect();
         assert_eq!(folded.len(), 6, "{folded:?}");
+        // Device names on Windows, with or without more after a dot; not their longer cousins.
+        assert_eq!(name("con"), "%63on.json");
+        assert_eq!(name("nul.tar"), "%6Eul.tar.json");
+        assert_eq!(name("com1"), "%63om1.json");
+        assert_eq!(name("lpt9"), "%6Cpt9.json");
+        assert_eq!(name("console"), "console.json");
+        assert_eq!(name("com10"), "com10.json");
+        assert_eq!(name("CON"), "%43%4F%4E.json");
+        assert_ne!(name("con"), name("%63on"));
         for key in ["../x", "/x", "x/../../y", ".."] {
             assert_eq!(store.path_of(key).parent(), Some(Path::new("/sessions")));
         }
