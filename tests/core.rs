@@ -460,6 +460,59 @@ async fn a_server_that_always_rejects_gets_exactly_one_retry() {
     assert_eq!(counter.calls(), 2);
 }
 
+// 6b. The retry is the same request, however many values one header has (more than a header
+// map may have names); a request whose URI the copy could not keep is sent once.
+#[tokio::test]
+async fn a_retry_keeps_thirty_thousand_values_of_one_header() {
+    let counter = Counter::new();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let recorded = Arc::clone(&seen);
+    let inner = service_fn(move |request: Request<Full<Bytes>>| {
+        let values = request.headers().get_all("x-a").iter().count();
+        recorded.lock().unwrap().push((bearer(&request), values));
+        let status = if bearer(&request) == "Bearer token-2" {
+            StatusCode::OK
+        } else {
+            StatusCode::UNAUTHORIZED
+        };
+        async move { Ok::<_, Infallible>(respond(status, String::new())) }
+    });
+    let service = AuthLayer::new(counter.refresher(Duration::ZERO)).layer(inner);
+    let mut request = get();
+    for value in 0..30_000_u32 {
+        request
+            .headers_mut()
+            .append("x-a", http::HeaderValue::from(value));
+    }
+    let response = service.oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            ("Bearer token-1".to_owned(), 30_000),
+            ("Bearer token-2".to_owned(), 30_000)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn an_absolute_request_for_star_is_sent_once() {
+    let counter = Counter::new();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let service =
+        AuthLayer::new(counter.refresher(Duration::ZERO)).layer(api(|_| false, calls.clone()));
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(http::uri::Scheme::HTTP);
+    parts.authority = Some(http::uri::Authority::from_static("127.0.0.1"));
+    parts.path_and_query = Some(http::uri::PathAndQuery::from_static("*"));
+    let mut request = get();
+    *request.method_mut() = http::Method::OPTIONS;
+    *request.uri_mut() = http::Uri::from_parts(parts).unwrap();
+    let response = service.oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "not retried");
+}
+
 // 7. A streaming body cannot be replayed: the 401 comes back, the body was sent once, and the
 // token is still refreshed for the next request.
 #[tokio::test]
