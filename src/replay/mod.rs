@@ -10,7 +10,8 @@
 //!   `Vec<u8>`, `()`, …). `Clone` is not enough, as some bodies' clones share one stream; any
 //!   other body is a compile error that points here. A request whose parts cannot be kept
 //!   (a header or an extension method's name over 64 KiB, more than 65,535 header values, an
-//!   absolute URI whose path is `*`) is sent once, not retried.
+//!   absolute URI whose path is `*`, a path without `/` that could read back as an authority)
+//!   is sent once, not retried.
 //! - [`BufferBody`] makes any body replayable: it wraps it in a [`ReplayBody`] that keeps
 //!   what it streams, up to a cap (default 64 KiB), and replays from that buffer. A body
 //!   larger than the cap, or not yet fully sent when the server answered, is not replayed.

@@ -53,8 +53,9 @@ const EXTENSION_METHOD: u8 = u8::MAX;
 impl<B> Snapshot<B> {
     /// A snapshot of `request`, with `body` (a copy of its body). `None` if a part is too
     /// long to keep (a header or a method name over 64 KiB, more than 65,535 header values), or
-    /// if the URI's text would not read back as the same URI (an authority followed by a path
-    /// that does not start with `/`, such as HTTP/2's `*`): such a request is not retried.
+    /// if the URI's text would not read back as the same URI (a path that does not start with
+    /// `/` after an authority, such as HTTP/2's `*`, or one that could read back as an
+    /// authority): such a request is not retried.
     #[inline]
     pub(crate) fn of(request: &Request<B>, body: B) -> Option<Self> {
         let method = request.method();
@@ -157,15 +158,18 @@ impl<'a> UriText<'a> {
         }
     }
 
-    /// Whether the text reads back as this URI: not when a path that does not start with `/`
-    /// follows an authority (`https://a.example` and `*` would read back as the authority
-    /// `a.example*`). A query right after the authority does.
+    /// Whether the text reads back as this URI. After an authority, the path must start with
+    /// `/` or `?` (`https://a.example` and `*` would read back as the authority `a.example*`);
+    /// without one, it must start with `/` or be `*` (older `http` releases accept a path
+    /// such as `api.example:443`, which would read back as an authority).
     #[inline]
     fn reads_back(&self) -> bool {
-        self.authority.is_none()
-            || self
-                .path_and_query
-                .is_none_or(|path| matches!(path.as_bytes().first(), None | Some(b'/' | b'?')))
+        match (self.authority, self.path_and_query) {
+            (Some(_), Some(path)) => matches!(path.as_bytes().first(), None | Some(b'/' | b'?')),
+            (Some(_), None) => true,
+            (None, Some(path)) => path.starts_with('/') || path == "*",
+            (None, None) => false,
+        }
     }
 
     #[inline]
@@ -311,6 +315,33 @@ mod tests {
             &request,
             &Snapshot::of(&request, ()).unwrap().into_request().unwrap(),
         );
+    }
+
+    #[test]
+    fn a_path_without_authority_that_could_read_back_as_one_is_not_kept() {
+        // Older `http` releases (before 1.4.1) accept paths without a leading `/`; as text,
+        // `api.example:443` would read back as an authority, and the retry would go there.
+        // Whatever this `http` accepts, such a request is never kept.
+        for path in ["?a=1", "ab", "*a", "api.example:443", ""] {
+            let Ok(path) = http::uri::PathAndQuery::try_from(path) else {
+                continue;
+            };
+            let mut parts = http::uri::Parts::default();
+            parts.path_and_query = Some(path);
+            let Ok(uri) = Uri::from_parts(parts) else {
+                continue;
+            };
+            let mut request = Request::get("/").body(()).unwrap();
+            *request.uri_mut() = uri;
+            assert!(Snapshot::of(&request, ()).is_none(), "{}", request.uri());
+        }
+        for kept in ["/", "/a?b", "*"] {
+            let request = Request::get(kept).body(()).unwrap();
+            same(
+                &request,
+                &Snapshot::of(&request, ()).unwrap().into_request().unwrap(),
+            );
+        }
     }
 
     #[test]
