@@ -770,6 +770,17 @@ use args::{Args, Length};
 fn main() {
     let args = Args::parse();
     let runtime = multi_thread();
+    // For a profiler: one case only, over and over (`STAMPEDE_ONLY=no_token`).
+    if let Ok(only) = std::env::var("STAMPEDE_ONLY") {
+        let case = Case::ALL.into_iter().find(|case| case.name() == only);
+        let case = case.expect("STAMPEDE_ONLY names a case of stampede/latency");
+        let rounds = if args.length == Length::Full { 200 } else { 20 };
+        let wall: Duration = (0..rounds)
+            .map(|_| on_worker(&runtime, stampede(case)).wall)
+            .sum();
+        println!("{only}: {rounds} stampedes, mean wall {:?}", wall / rounds);
+        return;
+    }
     let mut criterion = Criterion::default().configure_from_args();
     stampede_bench(&mut criterion, &runtime);
     refresh_window_bench(&mut criterion);

@@ -71,7 +71,7 @@ impl AuthHandle {
     /// A token fit to be sent, logging in or refreshing first if needed: what a request does
     /// before it is sent.
     pub async fn token(&self) -> Result<TokenState, RefreshError> {
-        self.state_of(self.cache.clone().acquire(self.windows).await)
+        self.state_of(self.cache.acquire(self.windows).await)
     }
 
     /// Refreshes now (or joins the refresh already running) and returns the new state.
@@ -79,7 +79,7 @@ impl AuthHandle {
     /// This tries even during a backoff or after a terminal failure: it is how an application
     /// says "try again now".
     pub async fn refresh(&self) -> Result<TokenState, RefreshError> {
-        self.state_of(self.cache.clone().force(self.windows).await)
+        self.state_of(self.cache.force(self.windows).await)
     }
 
     fn state_of(&self, outcome: Outcome) -> Result<TokenState, RefreshError> {

@@ -10,12 +10,8 @@ use tower::util::Oneshot;
 
 use super::proof::{Challenge, Proof, authorize};
 use super::service::Session;
-use crate::cache::Outcome;
+use crate::cache::Wait;
 use crate::refresh::BoxError;
-
-/// Waiting for a token: boxed, as it only happens off the hot path (no token yet, a token in
-/// its hard window, or after a rejection).
-type Wait = Pin<Box<dyn Future<Output = Outcome> + Send>>;
 
 /// What the policy kept for a retry, with the policy's function that makes the retry from it.
 pub(crate) struct Replay<K, B> {
@@ -93,6 +89,7 @@ pin_project! {
         // ready, so the wait holds no capacity of the inner service (which the refresher
         // may share, e.g. through a `Buffer`).
         Waiting {
+            #[pin]
             wait: Wait,
             request: Option<Request<B>>,
             service: Option<S>,
@@ -112,6 +109,7 @@ pin_project! {
         },
         // The server rejected the token: waiting for a newer one.
         Refreshing {
+            #[pin]
             wait: Wait,
             retry: Option<(Request<B>, S)>,
             session: Session,
@@ -183,7 +181,7 @@ where
         Self {
             state: State::Cold {
                 cold: Box::pin(Cold::Waiting {
-                    wait: Box::pin(session.cache().clone().acquire(session.rules().windows)),
+                    wait: Wait::acquire(session.rules().windows),
                     request: Some(request),
                     service: Some(service),
                     kept,
@@ -195,6 +193,8 @@ where
 }
 
 /// What a response to a request sent with our token calls for.
+// Made once per response and moved at once into the cold state's box.
+#[allow(clippy::large_enum_variant)]
 enum Next<S, B, K, ResB>
 where
     S: Service<Request<B>>,
@@ -233,7 +233,7 @@ where
                 return Next::Done(response);
             };
             // The same token (or a newer one, if it changed meanwhile), with a new proof.
-            let wait = Box::pin(session.cache().clone().acquire(session.rules().windows));
+            let wait = Wait::acquire(session.rules().windows);
             return Next::Retry(Cold::Refreshing {
                 wait,
                 retry: Some(retry),
@@ -262,12 +262,7 @@ where
                 status,
                 "token rejected; retrying with a newer token"
             );
-            let wait = Box::pin(
-                session
-                    .cache()
-                    .clone()
-                    .after_rejection(generation, session.rules().windows),
-            );
+            let wait = Wait::after_rejection(generation, session.rules().windows);
             Next::Retry(Cold::Refreshing {
                 wait,
                 retry: Some(retry),
@@ -347,7 +342,7 @@ where
                     kept,
                     session,
                 } => {
-                    let entry = ready!(wait.as_mut().poll(cx))?;
+                    let entry = ready!(wait.poll_on(cx, session.cache()))?;
                     let (mut request, service) = request
                         .take()
                         .zip(service.take())
@@ -397,7 +392,7 @@ where
                     session,
                     after_nonce,
                 } => {
-                    let entry = ready!(wait.as_mut().poll(cx))?;
+                    let entry = ready!(wait.poll_on(cx, session.cache()))?;
                     let (mut request, service) = retry
                         .take()
                         .expect("ResponseFuture polled after completion");

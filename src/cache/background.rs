@@ -76,6 +76,17 @@ impl Background {
         &self.clock
     }
 
+    /// Where the waiters of a refresh starting now are best woken from: the runtime of the
+    /// request that starts it, when the refresh runs on the crate's own runtime (a wake-up
+    /// from another runtime's thread costs each woken task a lock and often a thread
+    /// wake-up). `None`: from where the refresh runs.
+    pub(crate) fn waking_place(&self) -> Option<Handle> {
+        match &self.place {
+            Place::Own(_) => Handle::try_current().ok(),
+            Place::Pinned(_) | Place::Caller => None,
+        }
+    }
+
     /// Spawns `task`; `false` if there is nowhere to run it.
     pub(crate) fn spawn<F>(&self, task: F) -> bool
     where

@@ -15,7 +15,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
 
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep, sleep_until};
 use tower::{Service, ServiceExt};
@@ -23,6 +22,7 @@ use tracing::instrument::{Instrument, WithSubscriber};
 
 use super::failure::{self, Class, Failure, QUICK_RETRIES};
 use super::metrics::{self, Ended};
+use super::wait::Publisher;
 use super::{Outcome, Shared, TokenEvent, lock};
 use crate::refresh::{
     BoxError, Cached, RefreshError, RefreshErrorKind, RefreshReason, RefreshRequest,
@@ -39,7 +39,7 @@ pub(super) struct FlightTask {
     /// The application's epoch when the flight started: a set or clear after it wins.
     pub(super) epoch: u64,
     pub(super) reason: RefreshReason,
-    pub(super) publish: watch::Sender<Option<Outcome>>,
+    pub(super) publish: Publisher,
     pub(super) settled: bool,
 }
 
@@ -133,12 +133,12 @@ impl FlightTask {
             // hooks of that token ran.
             self.shared.hooks_done();
         }
-        self.publish.send_replace(Some(outcome));
+        self.publish.publish_there(outcome).await;
     }
 
     /// The refresh timeout passed: every waiter gets a timeout error; requests that come while
     /// the exchange still runs get it at once (a still-valid token is served meanwhile).
-    fn release_waiters(&self) {
+    fn release_waiters(&mut self) {
         let error = RefreshError::new(RefreshErrorKind::Timeout);
         {
             let mut slot = lock(&self.shared.slot);
@@ -148,7 +148,7 @@ impl FlightTask {
         }
         tracing::warn!(reason = %self.reason, "token refresh timed out; its waiters are released and the exchange goes on");
         metrics::refresh_timed_out(self.reason);
-        self.publish.send_replace(Some(Err(error)));
+        self.publish.publish(Err(error));
     }
 
     /// Installs the result (or records the failure) and frees the flight slot in one step

@@ -10,7 +10,7 @@
 //! A refresh ("flight", see [`flight`]) runs on the layer's background runtime (see
 //! [`background`]), detached from the request that started it and from that request's runtime,
 //! so dropping the request or shutting its runtime down never cancels it and never loses a
-//! rotated refresh token. Its outcome is published on a `watch` channel that every waiter holds.
+//! rotated refresh token. Its outcome is published once to every waiter (see [`wait`]).
 //!
 //! A failed refresh is remembered ([`Failure`]): a terminal one stops further attempts until
 //! the application acts; a transient one makes requests fail fast (or keep a still-valid
@@ -23,6 +23,7 @@ mod event;
 mod failure;
 mod flight;
 pub(crate) mod metrics;
+mod wait;
 mod windows;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,7 +32,6 @@ use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use http::HeaderValue;
-use tokio::sync::watch;
 use tower::util::BoxService;
 use tower::{Service, ServiceExt};
 use tracing::instrument::{Instrument, WithSubscriber};
@@ -45,6 +45,8 @@ pub use self::event::TokenEvent;
 use self::failure::{Failure, Repeats};
 pub(crate) use self::failure::{Retry, issued_refresh_token};
 use self::flight::FlightTask;
+pub(crate) use self::wait::Wait;
+use self::wait::{Published, Waiter};
 pub(crate) use self::windows::Windows;
 use crate::refresh::{
     BoxError, RefreshError, RefreshErrorKind, RefreshReason, RefreshRequest, RevokeRequest,
@@ -161,7 +163,7 @@ impl Slot {
 
 struct Flight {
     id: u64,
-    outcome: watch::Receiver<Option<Outcome>>,
+    outcome: Arc<Published>,
     /// Set when its waiters timed out while the exchange goes on: what later callers get.
     late: Option<RefreshError>,
 }
@@ -169,7 +171,7 @@ struct Flight {
 /// Either a token to use now, or a refresh to wait for.
 enum Join {
     Ready(Arc<Entry>),
-    Wait(watch::Receiver<Option<Outcome>>),
+    Wait(Waiter),
 }
 
 impl TokenCache {
@@ -279,37 +281,6 @@ impl TokenCache {
         }
     }
 
-    /// A token fit to be sent now, waiting for a refresh when there is none.
-    pub(crate) async fn acquire(self, windows: Windows) -> Outcome {
-        let now = self.now();
-        let seen = self.current_full();
-        let reason = match &seen {
-            None => RefreshReason::NoToken,
-            Some(entry) => match entry.phase(now, &windows) {
-                Phase::Fresh => return Ok(Arc::clone(entry)),
-                Phase::Soft => {
-                    self.refresh_in_background(entry, now, &windows);
-                    return Ok(Arc::clone(entry));
-                }
-                Phase::Hard if entry.is_expired(now) => RefreshReason::Expired,
-                Phase::Hard => RefreshReason::Expiring,
-            },
-        };
-        metrics::waited();
-        let outcome = self
-            .wait(reason, seen.as_ref().map(|e| e.generation), &windows)
-            .await;
-        match (outcome, seen) {
-            // A failed refresh does not stop a token that is still valid from being served.
-            (Err(error), Some(seen))
-                if !seen.is_expired(self.now()) && error.kind() != RefreshErrorKind::Superseded =>
-            {
-                Ok(seen)
-            }
-            (outcome, _) => outcome,
-        }
-    }
-
     /// A response to a request sent with generation `generation` was not a rejection: the
     /// server takes that token. One relaxed load per response; a write once per generation.
     #[inline]
@@ -381,22 +352,9 @@ impl TokenCache {
         slot.repeats.record(now, &self.shared.settings.retry);
     }
 
-    /// A token to retry with after the server rejected generation `rejected`: the newer
-    /// token if one exists already, else the outcome of one refresh.
-    pub(crate) async fn after_rejection(self, rejected: u64, windows: Windows) -> Outcome {
-        metrics::retried();
-        self.wait(RefreshReason::Rejected, Some(rejected), &windows)
-            .await
-    }
-
     /// Starts the refresh a rejection calls for, without waiting for it.
     pub(crate) fn refresh_after_rejection(&self, rejected: u64, windows: &Windows) {
         let _ = self.join(RefreshReason::Rejected, Some(rejected), windows);
-    }
-
-    /// A refresh asked for by the application: joins the one running, else starts one.
-    pub(crate) async fn force(self, windows: Windows) -> Outcome {
-        self.wait(RefreshReason::Forced, None, &windows).await
     }
 
     /// Installs a token set given by the application, in the store first if there is one. A
@@ -504,16 +462,6 @@ impl TokenCache {
         revoked.and(cleared)
     }
 
-    async fn wait(&self, reason: RefreshReason, seen: Option<u64>, windows: &Windows) -> Outcome {
-        match self.join(reason, seen, windows)? {
-            Join::Ready(entry) => Ok(entry),
-            Join::Wait(mut outcome) => match outcome.wait_for(Option::is_some).await {
-                Ok(outcome) => outcome.clone().unwrap_or_else(aborted),
-                Err(_) => aborted(),
-            },
-        }
-    }
-
     /// Joins the running refresh, uses a token newer than the one `seen`, or starts a
     /// refresh. `seen` is the generation the caller found wanting (`None`: it found no token,
     /// or wants a refresh whatever the current token is).
@@ -526,7 +474,7 @@ impl TokenCache {
         let now = self.now();
         let mut slot = lock(&self.shared.slot);
         if let Some(running) = slot.running.as_ref().filter(|r| r.late.is_none()) {
-            return Ok(Join::Wait(running.outcome.clone()));
+            return Ok(Join::Wait(running.outcome.waiter()));
         }
         let current = self.current_full();
         if reason != RefreshReason::Forced {
@@ -548,10 +496,11 @@ impl TokenCache {
             return Err(late);
         }
         let id = self.shared.flights.fetch_add(1, Ordering::Relaxed);
-        let (publish, outcome) = watch::channel(None);
+        let (publish, outcome) = Published::new(self.shared.background.waking_place());
+        let waiter = outcome.waiter();
         slot.running = Some(Flight {
             id,
-            outcome: outcome.clone(),
+            outcome,
             late: None,
         });
         // Read under the lock, with `current`: a clear or set after this supersedes the flight.
@@ -573,7 +522,7 @@ impl TokenCache {
         // Spawned outside the lock: a task that cannot be spawned is dropped at once, and its
         // `Drop` frees the slot.
         if self.shared.background.spawn(run) {
-            Ok(Join::Wait(outcome))
+            Ok(Join::Wait(waiter))
         } else {
             Err(RefreshError::new(RefreshErrorKind::NoRuntime))
         }

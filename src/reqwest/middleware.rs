@@ -103,7 +103,7 @@ impl AuthMiddleware {
             return via.send(request).await.map_err(Failure::Send);
         }
         let (cache, windows) = (&self.layer.cache, self.layer.windows);
-        let entry = match cache.clone().acquire(windows).await {
+        let entry = match cache.acquire(windows).await {
             Ok(entry) => entry,
             Err(error) => return Err(Failure::NoToken(error, request)),
         };
@@ -140,7 +140,7 @@ impl AuthMiddleware {
                 };
                 // No token to send it with (a refresh failed meanwhile): the challenge is the
                 // answer.
-                let Ok(entry) = cache.clone().acquire(windows).await else {
+                let Ok(entry) = cache.acquire(windows).await else {
                     return Ok(response);
                 };
                 return self.resend(retry, entry, response, &mut via, true).await;
@@ -174,7 +174,7 @@ impl AuthMiddleware {
             status,
             "token rejected; retrying with a newer token"
         );
-        let entry = match cache.clone().after_rejection(generation, windows).await {
+        let entry = match cache.after_rejection(generation, windows).await {
             Ok(entry) => entry,
             Err(error) => return Err(Failure::Refresh(error, response)),
         };
