@@ -4,15 +4,19 @@
 //!   let go at the same instant, through a fresh layer per iteration whose refresher takes
 //!   20 ms; the time from that instant to the last response. `valid_token` (no refresh) is
 //!   compared with `no_middleware`; `no_token` and `expired_token` (all 10,000 wait for one
-//!   refresh), and `no_token_here` (`no_token` with the layer's background work on the
-//!   requests' runtime) with `ideal_wait`, 10,000 tasks that wait on one `watch` channel
-//!   flipped after 20 ms and then call the API directly: the least any single flight can
-//!   cost. Every
+//!   refresh), `no_token_here` (`no_token` with the layer's background work on the requests'
+//!   runtime) and `no_token_noreplay` (`no_token` with the `NoReplay` policy) with
+//!   `ideal_wait`: 10,000 tasks that wait on one `watch` channel, filled with the token's
+//!   header after 20 ms, then attach it and call the API. The least any single flight can
+//!   cost: one wait, one header. `ideal_bare` is the same without the header (the baseline
+//!   until 2026-12-01), and the table's last line gives the ratios against it too. Every
 //!   iteration checks that each request succeeded and that the refresher was called exactly
 //!   once (never for `valid_token`).
+//! - `STAMPEDE_ONLY=<case>` runs one case 200 times (20 with `--quick`) and nothing else, for
+//!   a profiler.
 //! - `refresh_window` (criterion): one request on the hot path with a fresh token, and with a
 //!   token in its soft window whose background refresh is in flight.
-//! - `stampede/latency` (table): the same six cases in interleaved rounds (each round runs
+//! - `stampede/latency` (table): the same cases in interleaved rounds (each round runs
 //!   every case once, in a rotating order): the per-round ratio to the baseline of the same
 //!   round (median and quartiles), medians of the wall time, the added latency (against
 //!   `valid_token` of the same round), the drain (from the end of the refresh to the last
@@ -43,11 +47,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use criterion::{BatchSize, Criterion};
 use http::header::AUTHORIZATION;
-use http::{Request, Response, StatusCode};
+use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::Full;
 use tokio::runtime::Runtime;
 use tokio::sync::watch;
 use tower::{Layer, Service, ServiceExt, service_fn};
+use tower_auth_refresh::replay::NoReplay;
 use tower_auth_refresh::{AuthLayer, RefreshRequest, TokenSet};
 
 type Body = Full<Bytes>;
@@ -142,9 +147,12 @@ enum Case {
     /// The layer with a valid token: no refresh.
     ValidToken,
     /// Baseline of `NoToken` and `ExpiredToken`: the best any single flight can do. Each
-    /// task waits on one `watch` channel that a task flips after 20 ms, then calls the API
-    /// without middleware.
+    /// task waits on one `watch` channel that a task fills with the token's header after
+    /// 20 ms, then attaches that header and calls the API, which requires it.
     IdealWait,
+    /// `IdealWait` without the token: the tasks call an API that requires none. A second
+    /// reference (the baseline before 2026-12-01 evening).
+    IdealWaitBare,
     /// The layer without a token: one login for all.
     NoToken,
     /// The layer with an expired token: one refresh for all.
@@ -153,16 +161,21 @@ enum Case {
     /// (`AuthLayerBuilder::runtime`) instead of the crate's own thread: what the wake-ups
     /// from another runtime cost.
     NoTokenSameRuntime,
+    /// `NoToken` with the `NoReplay` policy: what the default policy's copy of each request
+    /// (taken when it arrives, freed after its response) costs.
+    NoTokenNoReplay,
 }
 
 impl Case {
-    const ALL: [Case; 6] = [
+    const ALL: [Case; 8] = [
         Case::NoMiddleware,
         Case::ValidToken,
         Case::IdealWait,
+        Case::IdealWaitBare,
         Case::NoToken,
         Case::ExpiredToken,
         Case::NoTokenSameRuntime,
+        Case::NoTokenNoReplay,
     ];
 
     fn name(self) -> &'static str {
@@ -170,18 +183,23 @@ impl Case {
             Case::NoMiddleware => "no_middleware",
             Case::ValidToken => "valid_token",
             Case::IdealWait => "ideal_wait",
+            Case::IdealWaitBare => "ideal_bare",
             Case::NoToken => "no_token",
             Case::ExpiredToken => "expired_token",
             Case::NoTokenSameRuntime => "no_token_here",
+            Case::NoTokenNoReplay => "no_token_noreplay",
         }
     }
 
     /// The case this one is compared with.
     fn baseline(self) -> Option<Case> {
         match self {
-            Case::NoMiddleware | Case::IdealWait => None,
+            Case::NoMiddleware | Case::IdealWait | Case::IdealWaitBare => None,
             Case::ValidToken => Some(Case::NoMiddleware),
-            Case::NoToken | Case::ExpiredToken | Case::NoTokenSameRuntime => Some(Case::IdealWait),
+            Case::NoToken
+            | Case::ExpiredToken
+            | Case::NoTokenSameRuntime
+            | Case::NoTokenNoReplay => Some(Case::IdealWait),
         }
     }
 }
@@ -202,19 +220,24 @@ async fn stampede(case: Case) -> Stampede {
     let requests: Vec<_> = (0..STAMPEDE).map(|_| request()).collect();
     let (start, started) = watch::channel(false);
     let calls = Arc::new(Calls::default());
-    if matches!(case, Case::NoMiddleware | Case::IdealWait) {
-        let gate = (case == Case::IdealWait).then(|| {
-            let (open, gate) = watch::channel(false);
+    if matches!(
+        case,
+        Case::NoMiddleware | Case::IdealWait | Case::IdealWaitBare
+    ) {
+        let token = case == Case::IdealWait;
+        let gate = (case != Case::NoMiddleware).then(|| {
+            let (open, gate) = watch::channel(None);
             let (calls, mut started) = (Arc::clone(&calls), started.clone());
             tokio::spawn(async move {
                 started.wait_for(|started| *started).await.unwrap();
                 tokio::time::sleep(STAMPEDE_REFRESH).await;
                 *calls.ended.lock().unwrap() = Some(Instant::now());
-                open.send_replace(true);
+                let header = HeaderValue::from_maybe_shared(Bytes::from("Bearer token-1"));
+                open.send_replace(Some(header.unwrap()));
             });
-            gate
+            Gate { open: gate, token }
         });
-        return send_all(api(false), requests, (start, started), gate, &calls).await;
+        return send_all(api(token), requests, (start, started), gate, &calls).await;
     }
     let mut layer = AuthLayer::builder(refresher(STAMPEDE_REFRESH, Arc::clone(&calls)));
     if case == Case::NoTokenSameRuntime {
@@ -233,8 +256,13 @@ async fn stampede(case: Case) -> Stampede {
             .await
             .unwrap();
     }
-    let client = layer.layer(api(true));
-    let run = send_all(client, requests, (start, started), None, &calls).await;
+    let run = if case == Case::NoTokenNoReplay {
+        let client = layer.replay_policy(NoReplay).layer(api(true));
+        send_all(client, requests, (start, started), None, &calls).await
+    } else {
+        let client = layer.layer(api(true));
+        send_all(client, requests, (start, started), None, &calls).await
+    };
     let expected = usize::from(case != Case::ValidToken);
     assert_eq!(
         calls.count.load(Ordering::Relaxed),
@@ -244,6 +272,14 @@ async fn stampede(case: Case) -> Stampede {
     run
 }
 
+/// The ideal single flight's `watch`: the token's header once the refresh is over, and
+/// whether the tasks attach it.
+#[derive(Clone)]
+struct Gate {
+    open: watch::Receiver<Option<HeaderValue>>,
+    token: bool,
+}
+
 /// Spawns a task per request, each waiting for `start`; once all are spawned, opens `start`
 /// and times from there to the last response: the requests arrive at once, and the cost of
 /// spawning 10,000 tasks is left out.
@@ -251,7 +287,7 @@ async fn send_all<S>(
     client: S,
     requests: Vec<Request<Body>>,
     (start, started): (watch::Sender<bool>, watch::Receiver<bool>),
-    gate: Option<watch::Receiver<bool>>,
+    gate: Option<Gate>,
     calls: &Calls,
 ) -> Stampede
 where
@@ -262,14 +298,18 @@ where
     let ready = Arc::new(AtomicUsize::new(0));
     let tasks: Vec<_> = requests
         .into_iter()
-        .map(|request| {
+        .map(|mut request| {
             let (client, gate) = (client.clone(), gate.clone());
             let (mut started, ready) = (started.clone(), Arc::clone(&ready));
             tokio::spawn(async move {
                 ready.fetch_add(1, Ordering::Release);
                 started.wait_for(|started| *started).await.unwrap();
-                if let Some(mut gate) = gate {
-                    gate.wait_for(|open| *open).await.unwrap();
+                if let Some(Gate { mut open, token }) = gate {
+                    let header = open.wait_for(Option::is_some).await.unwrap();
+                    if token {
+                        let header = header.clone().unwrap();
+                        request.headers_mut().insert(AUTHORIZATION, header);
+                    }
                 }
                 let response = client.oneshot(request).await;
                 (Instant::now(), response.map(|response| response.status()))
@@ -337,6 +377,7 @@ fn stampede_table(runtime: &Runtime, length: Length) {
     );
     let mut runs: Vec<Vec<Stampede>> = Case::ALL.iter().map(|_| Vec::new()).collect();
     let mut ratios: Vec<Vec<f64>> = Case::ALL.iter().map(|_| Vec::new()).collect();
+    let mut bare_ratios: Vec<Vec<f64>> = Case::ALL.iter().map(|_| Vec::new()).collect();
     for round in 0..warm_up + rounds {
         let mut walls = [Duration::ZERO; Case::ALL.len()];
         let mut round_runs: Vec<Option<Stampede>> = Case::ALL.iter().map(|_| None).collect();
@@ -353,6 +394,13 @@ fn stampede_table(runtime: &Runtime, length: Length) {
             if let Some(baseline) = case.baseline() {
                 let base = walls[Case::ALL.iter().position(|c| *c == baseline).unwrap()];
                 ratios[index].push(walls[index].as_secs_f64() / base.as_secs_f64());
+                if baseline == Case::IdealWait {
+                    let bare = walls[Case::ALL
+                        .iter()
+                        .position(|c| *c == Case::IdealWaitBare)
+                        .unwrap()];
+                    bare_ratios[index].push(walls[index].as_secs_f64() / bare.as_secs_f64());
+                }
             }
             runs[index].push(round_runs[index].take().unwrap());
         }
@@ -372,7 +420,10 @@ fn stampede_table(runtime: &Runtime, length: Length) {
             format!("{mid:.3} ({low:.2}-{high:.2})")
         };
         let added = match case {
-            Case::NoToken | Case::ExpiredToken | Case::NoTokenSameRuntime => {
+            Case::NoToken
+            | Case::ExpiredToken
+            | Case::NoTokenSameRuntime
+            | Case::NoTokenNoReplay => {
                 let mut added: Vec<Duration> = runs
                     .iter()
                     .zip(&valid_walls)
@@ -404,6 +455,16 @@ fn stampede_table(runtime: &Runtime, length: Length) {
             Nanos(latencies.max()),
         );
     }
+    let against_bare: Vec<String> = Case::ALL
+        .iter()
+        .zip(&mut bare_ratios)
+        .filter(|(_, ratios)| !ratios.is_empty())
+        .map(|(case, ratios)| {
+            let (low, mid, high) = quartiles(ratios);
+            format!("{} {mid:.3} ({low:.2}-{high:.2})", case.name())
+        })
+        .collect();
+    println!("against ideal_bare: {}", against_bare.join(", "));
 }
 
 fn median(values: &mut [Duration]) -> Duration {

@@ -29,6 +29,14 @@ impl<K, B> Replay<K, B> {
     }
 }
 
+/// A request waiting for a token, with what it will be sent with.
+pub(super) struct Pending<S, B, K> {
+    request: Request<B>,
+    service: S,
+    kept: Option<Replay<K, B>>,
+    session: Session,
+}
+
 /// A request sent with this layer's token, and what its response may call for.
 pub(super) struct Sent<S, B, K> {
     /// The generation of the token it was sent with.
@@ -91,10 +99,7 @@ pin_project! {
         Waiting {
             #[pin]
             wait: Wait,
-            request: Option<Request<B>>,
-            service: Option<S>,
-            kept: Option<Replay<K, B>>,
-            session: Session,
+            pending: Option<Pending<S, B, K>>,
         },
         // The token is attached: waiting for the service to be ready.
         Readying {
@@ -182,10 +187,12 @@ where
             state: State::Cold {
                 cold: Box::pin(Cold::Waiting {
                     wait: Wait::acquire(session.rules().windows),
-                    request: Some(request),
-                    service: Some(service),
-                    kept,
-                    session,
+                    pending: Some(Pending {
+                        request,
+                        service,
+                        kept,
+                        session,
+                    }),
                 }),
             },
         }
@@ -335,31 +342,44 @@ where
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         loop {
             match self.as_mut().project() {
-                ColdProj::Waiting {
-                    wait,
-                    request,
-                    service,
-                    kept,
-                    session,
-                } => {
+                ColdProj::Waiting { wait, pending } => {
+                    let session = &pending
+                        .as_ref()
+                        .expect("ResponseFuture polled after completion")
+                        .session;
                     let entry = ready!(wait.poll_on(cx, session.cache()))?;
-                    let (mut request, service) = request
+                    let Pending {
+                        mut request,
+                        mut service,
+                        kept,
+                        session,
+                    } = pending
                         .take()
-                        .zip(service.take())
                         .expect("ResponseFuture polled after completion");
                     let proof = authorize(&mut request, &entry, &session.rules().origins)?;
-                    let retry = kept.take().map(|kept| (kept, service.clone()));
-                    let sent = Sent {
+                    let retry = kept.map(|kept| (kept, service.clone()));
+                    let sent = Some(Sent {
                         generation: entry.generation,
-                        session: session.clone(),
+                        session,
                         retry,
                         proof,
-                    };
-                    self.set(Cold::Readying {
-                        request: Some(request),
-                        service: Some(service),
-                        sent: Some(sent),
                     });
+                    // Sent at once if the service is ready (it usually is): one state less.
+                    match service.poll_ready(cx) {
+                        Poll::Ready(Ok(())) => {
+                            let future = service.call(request);
+                            self.set(Cold::Sent { future, sent });
+                        }
+                        Poll::Ready(Err(error)) => return Poll::Ready(Err(error.into())),
+                        Poll::Pending => {
+                            self.set(Cold::Readying {
+                                request: Some(request),
+                                service: Some(service),
+                                sent,
+                            });
+                            return Poll::Pending;
+                        }
+                    }
                 }
                 ColdProj::Readying {
                     request,
