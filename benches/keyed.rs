@@ -5,8 +5,10 @@
 //!   loop, each carrying a user id as an extension (the single-session services ignore it):
 //!   tower-http's `AddAuthorization`, `AuthService` (one session), `KeyedAuthService` with one
 //!   live session, and with 100,000 live sessions: each request for a user drawn at random
-//!   among 1,000 of them (the users active at a time), or among all 100,000 (a working set far
-//!   beyond the processor's caches: every request's session is a memory miss). Per round each service sends 1,000 requests, in rotating order; the table
+//!   among 1,000 of them (the users active at a time: each comes about once a round, so its
+//!   session is mostly out of the processor's caches), among 100 (each comes about ten times a
+//!   round: mostly from the caches), or among all 100,000 (a working set far beyond the
+//!   processor's caches: every request's session is a memory miss). Per round each service sends 1,000 requests, in rotating order; the table
 //!   gives the medians (and quartiles) of the per-round ratios to `AuthService`.
 //! - `keyed/memory` (table): the bytes held per session, counted by the global allocator
 //!   (allocations minus frees) over 10,000 sessions made in one layer: with no token, and with
@@ -168,11 +170,17 @@ fn ratios(runtime: &tokio::runtime::Runtime, rounds: usize) {
     let one = keyed(runtime, 1);
     let many = keyed(runtime, SESSIONS);
     let spread = users(CHUNK * 16);
-    // The users active at a time: 1,000 of the 100,000, each request for one of them.
-    let hot: Vec<u32> = users(CHUNK * 16)
-        .iter()
-        .map(|user| user % 1000 * 97)
-        .collect();
+    // The users active at a time: 1,000 (or 100) of the 100,000, each request for one of
+    // them. With 1,000 requests a round, each of 1,000 users comes about once a round, after
+    // the other services ran: its session is out of the processor's caches nearly every time;
+    // each of 100 comes about ten times, mostly from the caches.
+    let active = |count: u32| -> Vec<u32> {
+        users(CHUNK * 16)
+            .iter()
+            .map(|user| user % count * (SESSIONS / count - 3))
+            .collect()
+    };
+    let (hot, hotter) = (active(1000), active(100));
     type Run<'a> = Box<dyn FnMut(usize) -> Duration + 'a>;
     fn timed<S>(mut service: S, users: impl Fn(usize) -> u32 + 'static) -> Run<'static>
     where
@@ -203,6 +211,13 @@ fn ratios(runtime: &tokio::runtime::Runtime, rounds: usize) {
             timed(
                 many.clone().replay_policy(NoReplay).layer(api()),
                 move |n| hot[n % hot.len()],
+            ),
+        ),
+        (
+            "keyed, 100,000 sessions, 100 in use",
+            timed(
+                many.clone().replay_policy(NoReplay).layer(api()),
+                move |n| hotter[n % hotter.len()],
             ),
         ),
         (
