@@ -116,6 +116,40 @@ async fn no_second_exchange_starts_while_a_late_one_runs() {
     assert_eq!(idp.stats().requests, 1);
 }
 
+// A request that joined the refresh but whose task is next polled only after the late answer
+// was installed (its runtime was starved meanwhile): it is sent with that token, not failed
+// with the timeout the other waiters got while there was nothing.
+#[test]
+fn a_waiter_polled_after_the_late_answer_is_sent_with_it() {
+    let (_servers, idp, api) = servers(ProviderConfig::default());
+    let layer = AuthLayer::builder(idp.refresher_builder().build_http().unwrap())
+        .refresh_timeout(Duration::from_millis(100))
+        .build();
+    let handle = layer.handle();
+    let service = layer.layer(http());
+    idp.push_fault(Fault::Delay(Duration::from_millis(300)));
+    let url = api.url("/user/me");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut request = std::pin::pin!(status(&service, &url));
+    let polled = std::future::poll_fn(|cx| std::task::Poll::Ready(request.as_mut().poll(cx)));
+    assert!(
+        runtime.block_on(polled).is_pending(),
+        "waiting for the login"
+    );
+    // Nobody drives this runtime: past the timeout, past the late answer.
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(
+        handle.state().unwrap().generation(),
+        1,
+        "the late answer landed"
+    );
+    assert_eq!(runtime.block_on(request).unwrap(), StatusCode::OK);
+    assert_eq!(idp.stats().requests, 1);
+}
+
 /// A provider and an API serving from a runtime of their own, for tests whose callers make and
 /// drop runtimes.
 fn servers(config: ProviderConfig) -> (tokio::runtime::Runtime, IdentityProvider, Api) {

@@ -21,9 +21,11 @@ use super::{Entry, Join, Outcome, TokenCache, Windows, aborted, metrics};
 use crate::refresh::{RefreshErrorKind, RefreshReason};
 
 /// One flight's outcome: set once (a timeout that releases the waiters, or the result), then
-/// every waiter is woken.
+/// every waiter is woken. After a timeout, the late result is kept too: a waiter that looks
+/// only after it came (its task was not polled meanwhile) gets it.
 pub(super) struct Published {
     outcome: OnceLock<Outcome>,
+    late: OnceLock<Outcome>,
     notify: Arc<Notify>,
 }
 
@@ -39,6 +41,7 @@ impl Published {
     pub(super) fn new(wake_from: Option<Handle>) -> (Publisher, Arc<Published>) {
         let published = Arc::new(Published {
             outcome: OnceLock::new(),
+            late: OnceLock::new(),
             notify: Arc::new(Notify::new()),
         });
         let publisher = Publisher {
@@ -47,6 +50,11 @@ impl Published {
             woken: false,
         };
         (publisher, published)
+    }
+
+    /// The late result if there is one, else the first outcome.
+    fn latest(&self) -> Option<&Outcome> {
+        self.late.get().or_else(|| self.outcome.get())
     }
 
     /// A waiter for this outcome. Its place is taken now: an outcome published after this
@@ -74,12 +82,19 @@ pub(super) struct Publisher {
 }
 
 impl Publisher {
-    /// Gives `outcome` to every waiter, unless an outcome was given already (the waiters were
-    /// released at the refresh timeout: later answers only change the cache).
+    /// Gives `outcome` to every waiter. After an outcome was given already (the waiters were
+    /// released at the refresh timeout), it is kept for those that have not looked yet.
     pub(super) fn publish(&mut self, outcome: Outcome) {
-        if self.published.outcome.set(outcome).is_ok() {
-            self.wake();
+        if let Some(outcome) = self.first(outcome) {
+            let _ = self.published.late.set(outcome);
+            return;
         }
+        self.wake();
+    }
+
+    /// Sets the first outcome; gives `outcome` back if there was one.
+    fn first(&self, outcome: Outcome) -> Option<Outcome> {
+        self.published.outcome.set(outcome).err()
     }
 
     /// [`publish`](Self::publish), waking the waiters from the runtime of the request that
@@ -87,7 +102,8 @@ impl Publisher {
     /// queue); after [`WAKE_THERE_WITHIN`] without news from there, or if that runtime is
     /// gone, from here.
     pub(super) async fn publish_there(&mut self, outcome: Outcome) {
-        if self.published.outcome.set(outcome).is_err() {
+        if let Some(outcome) = self.first(outcome) {
+            let _ = self.published.late.set(outcome);
             return;
         }
         let Some(there) = self.wake_from.take() else {
@@ -205,14 +221,14 @@ impl Wait {
                     published,
                     notified,
                 } => {
-                    let outcome = match published.outcome.get() {
+                    let outcome = match published.latest() {
                         Some(outcome) => outcome.clone(),
                         None => {
                             if notified.poll(cx).is_pending() {
                                 return Poll::Pending;
                             }
                             // Woken: published before (or dropped, which publishes too).
-                            published.outcome.get().cloned().unwrap_or_else(aborted)
+                            published.latest().cloned().unwrap_or_else(aborted)
                         }
                     };
                     let outcome = fall_back(outcome, seen.take(), cache);
@@ -322,37 +338,37 @@ mod tests {
             published,
             notified,
         } = waiter;
-        tokio::time::timeout(limit, notified).await.ok()?;
-        let outcome = published
-            .outcome
-            .get()
-            .cloned()
-            .expect("woken after publishing");
+        // As `Wait` does: what is there, else what comes once woken.
+        if published.latest().is_none() {
+            tokio::time::timeout(limit, notified).await.ok()?;
+        }
+        let outcome = published.latest().cloned().expect("woken after publishing");
         Some(outcome.err().expect("an error was published").kind())
     }
 
     #[tokio::test]
-    async fn the_first_outcome_is_what_every_waiter_gets() {
+    async fn a_waiter_gets_the_latest_outcome_when_it_looks() {
         let (mut publisher, published) = Published::new(None);
-        let early = published.waiter();
+        let (prompt, slow) = (published.waiter(), published.waiter());
         publisher.publish(failed(RefreshErrorKind::Timeout));
-        publisher.publish(failed(RefreshErrorKind::Aborted));
-        let late = published.waiter();
         assert_eq!(
-            kind_within(early, Duration::from_secs(5)).await,
+            kind_within(prompt, Duration::from_secs(5)).await,
             Some(RefreshErrorKind::Timeout)
         );
-        // Published before it was made: it finds the outcome without being woken.
+        // The late result: for the waiter that had not looked yet, and for later ones.
+        publisher.publish(failed(RefreshErrorKind::Superseded));
+        let late = published.waiter();
+        for waiter in [slow, late] {
+            assert_eq!(
+                kind_within(waiter, Duration::from_secs(5)).await,
+                Some(RefreshErrorKind::Superseded)
+            );
+        }
+        // Dropped after both: nothing changes.
+        drop(publisher);
         assert_eq!(
-            late.published
-                .outcome
-                .get()
-                .unwrap()
-                .as_ref()
-                .err()
-                .unwrap()
-                .kind(),
-            RefreshErrorKind::Timeout
+            published.latest().unwrap().as_ref().err().unwrap().kind(),
+            RefreshErrorKind::Superseded
         );
     }
 
