@@ -1,6 +1,7 @@
 //! Allocations per request on the hot path (a valid token), counted by a counting global
-//! allocator, against tower-http's `AddAuthorization` with a static header on the same request.
-//! Counts are exact and deterministic, so they are asserted; timings live in `benches/`.
+//! allocator, against tower-http's `AddAuthorization` with a static header on the same request;
+//! and of a request that waits for a token. Counts are exact and deterministic, so they are
+//! asserted; timings live in `benches/`.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -158,5 +159,77 @@ fn allocations_per_request_for_each_policy() {
         );
         assert_eq!(measured, expected, "headers: {with_headers}");
         assert_eq!(no_replay, baseline, "the hot path itself allocates nothing");
+    }
+}
+
+/// Allocations of requests that wait for a token, on this thread: while they wait (sent to the
+/// layer and polled once, joining a refresh already running), and once the token is there.
+fn waiting<S>(mut service: S, with_headers: bool, release: &tokio::sync::Semaphore) -> [f64; 2]
+where
+    S: Service<Request<Body>, Response = Response<Body>>,
+    S::Future: Unpin,
+    S::Error: std::fmt::Debug,
+{
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut send = |service: &mut S, request| {
+        assert!(service.poll_ready(&mut cx).is_ready());
+        let mut future = service.call(request);
+        assert!(std::pin::Pin::new(&mut future).poll(&mut cx).is_pending());
+        future
+    };
+    // The first starts the refresh (its task, its flight); the others join it.
+    let mut first = send(&mut service, requests(with_headers).remove(0));
+    let batch = requests(with_headers);
+    let mut waiting = Vec::with_capacity(batch.len());
+    let before = allocations();
+    for request in batch {
+        waiting.push(send(&mut service, request));
+    }
+    let while_waiting = allocations() - before;
+    release.add_permits(1);
+    let mut cx = Context::from_waker(Waker::noop());
+    while std::pin::Pin::new(&mut first).poll(&mut cx).is_pending() {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let before = allocations();
+    for future in &mut waiting {
+        match std::pin::Pin::new(future).poll(&mut cx) {
+            Poll::Ready(response) => drop(response.unwrap()),
+            Poll::Pending => panic!("the token is there"),
+        }
+    }
+    let sent = allocations() - before;
+    [while_waiting as f64 / 100.0, sent as f64 / 100.0]
+}
+
+// A request that waits for a token holds one box (its cold state, the wait inside it) beside
+// what the hot path allocates; then it allocates what the hot path does for the header.
+#[test]
+fn a_request_waiting_for_a_token_holds_one_box() {
+    for (with_headers, policy, expected) in [
+        (false, "NoReplay", [1.0, 2.0]),
+        (false, "CloneBody", [2.0, 2.0]),
+        (true, "NoReplay", [1.0, 0.0]),
+        (true, "CloneBody", [2.0, 0.0]),
+    ] {
+        let release = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+        let refresher = service_fn({
+            let release = std::sync::Arc::clone(&release);
+            move |_: RefreshRequest| {
+                let release = std::sync::Arc::clone(&release);
+                async move {
+                    release.acquire().await.unwrap().forget();
+                    Ok::<_, Infallible>(TokenSet::new("token"))
+                }
+            }
+        });
+        let layer = AuthLayer::new(refresher);
+        let measured = if policy == "NoReplay" {
+            let service = layer.replay_policy(NoReplay).layer(api());
+            waiting(service, with_headers, &release)
+        } else {
+            waiting(layer.layer(api()), with_headers, &release)
+        };
+        assert_eq!(measured, expected, "{policy}, headers: {with_headers}");
     }
 }
