@@ -22,15 +22,10 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::convert::Infallible;
-use std::future::{Ready, ready};
-use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
-use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use http::{Request, Response};
-use http_body_util::Full;
 use tower::{Layer, Service, service_fn};
 use tower_auth_refresh::keyed::KeyedAuthLayer;
 use tower_auth_refresh::replay::NoReplay;
@@ -70,8 +65,6 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-type Body = Full<Bytes>;
-
 /// The session key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct User(u32);
@@ -87,35 +80,12 @@ const SESSIONS: u32 = 100_000;
 /// Requests per service per round.
 const CHUNK: usize = 1_000;
 
-fn api() -> impl Service<
-    Request<Body>,
-    Response = Response<Body>,
-    Error = Infallible,
-    Future = Ready<Result<Response<Body>, Infallible>>,
-> + Clone {
-    service_fn(|_: Request<Body>| ready(Ok(Response::new(Body::default()))))
-}
-
 fn request(user: u32) -> Request<Body> {
     let mut request = Request::get("http://127.0.0.1/user/me")
         .body(Body::from("{}"))
         .unwrap();
     request.extensions_mut().insert(User(user));
     request
-}
-
-fn send<S>(service: &mut S, request: Request<Body>)
-where
-    S: Service<Request<Body>, Response = Response<Body>>,
-    S::Error: std::fmt::Debug,
-{
-    let mut cx = Context::from_waker(Waker::noop());
-    assert!(service.poll_ready(&mut cx).is_ready());
-    let mut future = std::pin::pin!(service.call(request));
-    match future.as_mut().poll(&mut cx) {
-        Poll::Ready(response) => drop(black_box(response.unwrap())),
-        Poll::Pending => panic!("the hot path must not wait"),
-    }
 }
 
 fn refresher() -> impl Service<
@@ -318,6 +288,11 @@ fn memory(runtime: &tokio::runtime::Runtime) {
 #[path = "support/args.rs"]
 mod args;
 use args::{Args, Length};
+// The trivial API and the send of one request, as the hot-path benches have them.
+#[path = "support/hot.rs"]
+#[allow(dead_code)]
+mod hot;
+use hot::{Body, api, send};
 
 fn main() {
     let args = Args::parse();

@@ -38,10 +38,8 @@
 use std::convert::Infallible;
 use std::fmt;
 use std::future::{Ready, ready};
-use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -482,21 +480,6 @@ fn quartiles(values: &mut [f64]) -> (f64, f64, f64) {
 // ---------------------------------------------------------------------------------------
 // Refresh window, per request
 
-/// Sends one request through a service whose future is ready at once.
-fn send<S>(service: &mut S, request: Request<Body>)
-where
-    S: Service<Request<Body>, Response = Response<Body>>,
-    S::Error: fmt::Debug,
-{
-    let mut cx = Context::from_waker(Waker::noop());
-    assert!(service.poll_ready(&mut cx).is_ready());
-    let mut future = std::pin::pin!(service.call(request));
-    match future.as_mut().poll(&mut cx) {
-        Poll::Ready(response) => drop(black_box(response.unwrap())),
-        Poll::Pending => panic!("the hot path must not wait"),
-    }
-}
-
 fn refresh_window_bench(c: &mut Criterion) {
     // A paused clock moves the token into its soft window at once; the runtime is then
     // not driven, so the background refresh that the first request starts stays in flight
@@ -827,6 +810,11 @@ impl fmt::Display for Nanos {
 #[path = "support/args.rs"]
 mod args;
 use args::{Args, Length};
+// The send of one request whose future is ready at once, as the hot-path benches have it.
+#[path = "support/hot.rs"]
+#[allow(dead_code)]
+mod hot;
+use hot::send;
 
 fn main() {
     let args = Args::parse();

@@ -1,6 +1,6 @@
 //! What the hot-path benches share: a trivial API, the requests, one request sent through a
 //! service whose future is ready at once, and a layer holding a valid token. Shared through
-//! `#[path]` by `hot_path` and `instructions`.
+//! `#[path]` by `hot_path` and `instructions`, and in part by `keyed` and `refresh`.
 
 use std::convert::Infallible;
 use std::future::{Ready, ready};
