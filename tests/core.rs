@@ -154,6 +154,60 @@ async fn a_request_with_its_own_authorization_passes_untouched() {
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
 
+// The layer looks for the caller's `Authorization` among a few names in turn, and through the
+// map's lookup among many: wherever it is, with few names or many, it is found.
+#[tokio::test]
+async fn the_callers_authorization_is_found_among_few_headers_or_many() {
+    let counter = Counter::new();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let service = AuthLayer::new(counter.refresher(Duration::ZERO))
+        .layer(api(|token| token.starts_with("token-"), calls.clone()));
+    for others in [1, 7, 8, 9, 40] {
+        for at in [0, others] {
+            let mut request = get();
+            let headers = request.headers_mut();
+            for n in 0..others {
+                if n == at {
+                    headers.insert(AUTHORIZATION, "Bearer theirs".parse().unwrap());
+                }
+                headers.insert(
+                    format!("x-other-{n}").parse::<http::HeaderName>().unwrap(),
+                    "1".parse().unwrap(),
+                );
+            }
+            if at == others {
+                headers.insert(AUTHORIZATION, "Bearer theirs".parse().unwrap());
+            }
+            let response = service.clone().oneshot(request).await.unwrap();
+            assert_eq!(
+                response.status(),
+                StatusCode::UNAUTHORIZED,
+                "{others} others, at {at}"
+            );
+            assert_eq!(body_text(response).await, "Bearer theirs");
+        }
+        // Without one, the layer's token goes out, with few names or many.
+        let mut request = get();
+        for n in 0..others {
+            request.headers_mut().insert(
+                format!("x-other-{n}").parse::<http::HeaderName>().unwrap(),
+                "1".parse().unwrap(),
+            );
+        }
+        let response = service.clone().oneshot(request).await.unwrap();
+        assert_eq!(
+            body_text(response).await,
+            "Bearer token-1",
+            "{others} others"
+        );
+    }
+    assert_eq!(
+        counter.calls(),
+        1,
+        "one login, for the requests without their own"
+    );
+}
+
 // 2. Soft window: one background refresh, no request delayed. Hard window and expiry: requests
 // wait, then carry the new token.
 #[tokio::test(start_paused = true)]
