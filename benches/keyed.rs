@@ -8,8 +8,12 @@
 //!   among 1,000 of them (the users active at a time: each comes about once a round, so its
 //!   session is mostly out of the processor's caches), among 100 (each comes about ten times a
 //!   round: mostly from the caches), or among all 100,000 (a working set far beyond the
-//!   processor's caches: every request's session is a memory miss). Per round each service sends 1,000 requests, in rotating order; the table
-//!   gives the medians (and quartiles) of the per-round ratios to `AuthService`.
+//!   processor's caches: every request's session is a memory miss). Beside them, the same
+//!   three spreads through a `HashMap` of 100,000 single-session layers, one per user (what a
+//!   user would build by hand): the same sessions out of the caches, without the keyed layer.
+//!   Per round each service sends 1,000 requests, in rotating order; the table gives the
+//!   medians (and quartiles) of the per-round ratios to `AuthService`, then those of the keyed
+//!   layer to the map with the same users.
 //! - `keyed/memory` (table): the bytes held per session, counted by the global allocator
 //!   (allocations minus frees) over 10,000 sessions made in one layer: with no token, and with
 //!   a token set (a 43-byte access token, a 43-byte refresh token), beside what that token set
@@ -21,7 +25,10 @@
 //! ```
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::convert::Infallible;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -165,6 +172,38 @@ fn ratios(runtime: &tokio::runtime::Runtime, rounds: usize) {
             started.elapsed()
         })
     }
+    /// The same requests through a map of single-session services, one per user: the map a
+    /// user would build by hand, with the same sessions out of the processor's caches. One
+    /// map, shared by the rows that use it.
+    type Map<S> = Rc<RefCell<HashMap<u32, S>>>;
+    fn timed_map<S>(services: Map<S>, users: impl Fn(usize) -> u32 + 'static) -> Run<'static>
+    where
+        S: Service<Request<Body>, Response = Response<Body>> + 'static,
+        S::Error: std::fmt::Debug,
+    {
+        Box::new(move |round| {
+            let mut services = services.borrow_mut();
+            let started = Instant::now();
+            for n in 0..CHUNK {
+                let user = users(round * CHUNK + n);
+                let service = services.get_mut(&user).expect("a service per user");
+                send(service, request(user));
+            }
+            started.elapsed()
+        })
+    }
+    let map: Map<_> = Rc::new(RefCell::new(
+        (0..SESSIONS)
+            .map(|user| {
+                let layer = AuthLayer::new(refresher()).replay_policy(NoReplay);
+                runtime
+                    .block_on(layer.handle().set_tokens(tokens(user)))
+                    .unwrap();
+                (user, layer.layer(api()))
+            })
+            .collect(),
+    ));
+    let (map_hot, map_hotter, map_spread) = (hot.clone(), hotter.clone(), spread.clone());
     let spread_users = move |n: usize| spread[n % spread.len()];
     let mut services: Vec<(&str, Run<'_>)> = vec![
         (
@@ -196,6 +235,18 @@ fn ratios(runtime: &tokio::runtime::Runtime, rounds: usize) {
                 many.clone().replay_policy(NoReplay).layer(api()),
                 spread_users,
             ),
+        ),
+        (
+            "map of 100,000 layers, 1,000 in use",
+            timed_map(map.clone(), move |n| map_hot[n % map_hot.len()]),
+        ),
+        (
+            "map of 100,000 layers, 100 in use",
+            timed_map(map.clone(), move |n| map_hotter[n % map_hotter.len()]),
+        ),
+        (
+            "map of 100,000 layers, all in use",
+            timed_map(map, move |n| map_spread[n % map_spread.len()]),
         ),
     ];
     let mut times = vec![Vec::new(); services.len()];
@@ -231,6 +282,31 @@ fn ratios(runtime: &tokio::runtime::Runtime, rounds: usize) {
             at(&nanos, 2),
             at(&ratios, 2),
             format!("{:.2}–{:.2}", at(&ratios, 1), at(&ratios, 3)),
+        );
+    }
+    // The keyed layer against the map of layers with the same users: what the keyed lookup
+    // costs beyond the memory any per-user session touches.
+    println!(
+        "{:<40} {:>21} {:>12}",
+        "keyed against the map", "ratio (med)", "quartiles"
+    );
+    for (keyed, map, name) in [
+        (3, 6, "1,000 in use"),
+        (4, 7, "100 in use"),
+        (5, 8, "all in use"),
+    ] {
+        let mut ratios: Vec<f64> = times[keyed]
+            .iter()
+            .zip(&times[map])
+            .map(|(time, base)| time.as_secs_f64() / base.as_secs_f64())
+            .collect();
+        ratios.sort_by(f64::total_cmp);
+        let at = |q: usize| ratios[(ratios.len() - 1) * q / 4];
+        println!(
+            "{:<40} {:>21.3} {:>12}",
+            name,
+            at(2),
+            format!("{:.2}–{:.2}", at(1), at(3))
         );
     }
 }
