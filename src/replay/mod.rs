@@ -62,6 +62,7 @@ mod buffer;
 mod policy;
 mod replayable;
 mod snapshot;
+mod spare;
 
 pub use self::body::ReplayBody;
 pub use self::buffer::{BufferBody, MapReplayBody};

@@ -4,9 +4,10 @@
 //! Cloning a whole `Request` copies its header map (two allocations) and promotes the `Bytes`
 //! behind its URI and each header value to shared storage (one allocation each, the first time).
 //! Every request pays that before it is sent, though few are ever retried. A snapshot copies the
-//! text instead, the URI and every header name and value, into one buffer of the exact size,
-//! and keeps the method, the version, the extensions and a clone of the body; the `Request` is
-//! made again from it only when a rejection calls for a retry.
+//! text instead, the URI and every header name and value, into one buffer (a spare one of
+//! 256 bytes that an earlier request on the thread gave back, or one of the exact size for a
+//! longer text), and keeps the method, the version, the extensions and a clone of the body;
+//! the `Request` is made again from it only when a rejection calls for a retry.
 
 use std::fmt;
 
@@ -14,15 +15,18 @@ use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use http::{Extensions, HeaderMap, Method, Request, Uri, Version};
 
+use super::spare::{Text, Writer};
+
 /// A request as kept for a retry by [`CloneBody`](super::CloneBody): the URI and every header
-/// name and value copied into one buffer of the exact size, the method (as a code, or its
+/// name and value copied into one buffer (taken again by the thread's next request once this
+/// one is done), the method (as a code, or its
 /// name in the buffer), the version, the extensions and a clone of the body; the `Request`
 /// is made again only for a retry. Small, as it is moved with the response future (a larger
 /// one measured slower): 64 bytes with a `Bytes` or `Full<Bytes>` body.
 pub struct Snapshot<B> {
     /// An extension method's name, then the URI, then for each header: the name's length and
     /// the value's (both `u16`), a flag (sensitive), the name and the value.
-    text: Box<[u8]>,
+    text: Text,
     extensions: Extensions,
     body: B,
     /// The length of the method's name in `text` (0 for a standard method).
@@ -73,20 +77,19 @@ impl<B> Snapshot<B> {
             u16::try_from(uri.len()).ok()?,
             u16::try_from(headers.len()).ok()?,
         );
-        let mut size = method_name.len() + uri.len();
-        for (name, value) in headers {
-            size += 5 + name.as_str().len() + value.len();
-        }
-        let mut text = Vec::with_capacity(size);
-        text.extend_from_slice(method_name);
-        uri.write(&mut text);
-        for (name, value) in headers {
-            let (name, value_bytes) = (name.as_str().as_bytes(), value.as_bytes());
-            text.extend_from_slice(&u16::try_from(name.len()).ok()?.to_le_bytes());
-            text.extend_from_slice(&u16::try_from(value_bytes.len()).ok()?.to_le_bytes());
-            text.push(if value.is_sensitive() { SENSITIVE } else { 0 });
-            text.extend_from_slice(name);
-            text.extend_from_slice(value_bytes);
+        // Most texts fit in a spare buffer: written at once, without counting first.
+        let mut text = Text::spare();
+        match write(&mut text.writer(), method_name, &uri, headers) {
+            Ok(()) => {}
+            Err(Unwritten::TooLong) => return None,
+            Err(Unwritten::Full) => {
+                let mut size = method_name.len() + uri.len();
+                for (name, value) in headers {
+                    size += 5 + name.as_str().len() + value.len();
+                }
+                text = Text::of_len(size);
+                write(&mut text.writer(), method_name, &uri, headers).ok()?;
+            }
         }
         Some(Self {
             method: code,
@@ -94,7 +97,7 @@ impl<B> Snapshot<B> {
             version: request.version(),
             uri_len,
             headers: count,
-            text: text.into_boxed_slice(),
+            text,
             extensions: request.extensions().clone(),
             body,
         })
@@ -108,7 +111,10 @@ impl<B> Snapshot<B> {
     /// The request again; `None` if its parts no longer parse (they always do: they came
     /// from a request).
     pub(crate) fn into_request(self) -> Option<Request<B>> {
-        let (method, rest) = self.text.split_at_checked(usize::from(self.method_len))?;
+        let (method, rest) = self
+            .text
+            .bytes()
+            .split_at_checked(usize::from(self.method_len))?;
         let method = match METHODS.get(usize::from(self.method)) {
             Some(method) => method.clone(),
             None => Method::from_bytes(method).ok()?,
@@ -139,6 +145,41 @@ impl<B> Snapshot<B> {
         *request.extensions_mut() = self.extensions;
         Some(request)
     }
+}
+
+/// Why a text was not written.
+enum Unwritten {
+    /// Longer than its buffer: it needs one of its exact length.
+    Full,
+    /// A header too long to keep (over 64 KiB).
+    TooLong,
+}
+
+/// Writes a snapshot's text: the method's name, the URI, then each header.
+#[inline]
+fn write(
+    writer: &mut Writer<'_>,
+    method_name: &[u8],
+    uri: &UriText<'_>,
+    headers: &HeaderMap,
+) -> Result<(), Unwritten> {
+    writer.put(method_name).ok_or(Unwritten::Full)?;
+    uri.write(writer).ok_or(Unwritten::Full)?;
+    for (name, value) in headers {
+        let (name, value_bytes) = (name.as_str().as_bytes(), value.as_bytes());
+        let length = |part: &[u8]| u16::try_from(part.len()).map_err(|_| Unwritten::TooLong);
+        let ([n0, n1], [v0, v1]) = (
+            length(name)?.to_le_bytes(),
+            length(value_bytes)?.to_le_bytes(),
+        );
+        let flags = if value.is_sensitive() { SENSITIVE } else { 0 };
+        writer
+            .put(&[n0, n1, v0, v1, flags])
+            .and_then(|()| writer.put(name))
+            .and_then(|()| writer.put(value_bytes))
+            .ok_or(Unwritten::Full)?;
+    }
+    Ok(())
 }
 
 /// A URI's text, in parts, as `Display` writes it (without allocating a `String`).
@@ -180,23 +221,24 @@ impl<'a> UriText<'a> {
     }
 
     #[inline]
-    fn write(&self, text: &mut Vec<u8>) {
+    fn write(&self, text: &mut Writer<'_>) -> Option<()> {
         match self.scheme {
             // One copy for the common schemes.
-            Some("https") => text.extend_from_slice(b"https://"),
-            Some("http") => text.extend_from_slice(b"http://"),
+            Some("https") => text.put(b"https://")?,
+            Some("http") => text.put(b"http://")?,
             Some(scheme) => {
-                text.extend_from_slice(scheme.as_bytes());
-                text.extend_from_slice(b"://");
+                text.put(scheme.as_bytes())?;
+                text.put(b"://")?;
             }
             None => {}
         }
         if let Some(authority) = self.authority {
-            text.extend_from_slice(authority.as_bytes());
+            text.put(authority.as_bytes())?;
         }
         if let Some(path) = self.path_and_query {
-            text.extend_from_slice(path.as_bytes());
+            text.put(path.as_bytes())?;
         }
+        Some(())
     }
 }
 
