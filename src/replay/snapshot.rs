@@ -163,8 +163,14 @@ fn write(
     uri: &UriText<'_>,
     headers: &HeaderMap,
 ) -> Result<(), Unwritten> {
-    writer.put(method_name).ok_or(Unwritten::Full)?;
+    // A standard method has no name in the text; a request may have no headers.
+    if !method_name.is_empty() {
+        writer.put(method_name).ok_or(Unwritten::Full)?;
+    }
     uri.write(writer).ok_or(Unwritten::Full)?;
+    if headers.is_empty() {
+        return Ok(());
+    }
     for (name, value) in headers {
         let (name, value_bytes) = (name.as_str().as_bytes(), value.as_bytes());
         let length = |part: &[u8]| u16::try_from(part.len()).map_err(|_| Unwritten::TooLong);
