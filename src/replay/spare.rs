@@ -135,6 +135,67 @@ mod tests {
         assert_eq!(spares(), KEPT);
     }
 
+    /// What this thread's spare buffers hold, end to end.
+    fn kept_bytes() -> Vec<u8> {
+        SPARE.with(|spare| {
+            spare
+                .borrow()
+                .iter()
+                .flat_map(|text| text.to_vec())
+                .collect()
+        })
+    }
+
+    fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+        haystack
+            .windows(needle.len())
+            .any(|window| window == needle)
+    }
+
+    // The text a retry is made from is taken before the layer attaches its token: a buffer
+    // given back holds the request's own headers, never the token, whether the request waited
+    // for the token or was sent at once.
+    #[test]
+    fn the_layers_token_is_never_in_a_kept_text() {
+        use crate::{AuthLayer, RefreshRequest, TokenSet};
+        use http_body_util::Full;
+        use tower::{Layer, service_fn};
+
+        const TOKEN: &str = "the-layers-secret-token-value";
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let refresher = service_fn(|_: RefreshRequest| async {
+            Ok::<_, std::convert::Infallible>(TokenSet::new(TOKEN))
+        });
+        let api = service_fn(|request: http::Request<Full<bytes::Bytes>>| async move {
+            let sent = request.headers()[http::header::AUTHORIZATION]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            assert_eq!(sent, format!("Bearer {TOKEN}"));
+            Ok::<_, std::convert::Infallible>(http::Response::new(Full::<bytes::Bytes>::default()))
+        });
+        let service = AuthLayer::new(refresher).layer(api);
+        runtime.block_on(async {
+            // The first waits for the login, the second is sent at once.
+            for _ in 0..2 {
+                let request = http::Request::get("http://127.0.0.1/user/me")
+                    .header("x-marker", "the-requests-own-header")
+                    .body(Full::default())
+                    .unwrap();
+                service.clone().oneshot(request).await.unwrap();
+            }
+        });
+        let kept = kept_bytes();
+        assert!(
+            contains(&kept, b"the-requests-own-header"),
+            "the texts were given back"
+        );
+        assert!(!contains(&kept, TOKEN.as_bytes()));
+    }
+
     #[test]
     fn a_text_that_does_not_fit_is_refused() {
         let mut text = Text::of_len(4);
