@@ -77,7 +77,8 @@ impl<B> Snapshot<B> {
             u16::try_from(uri.len()).ok()?,
             u16::try_from(headers.len()).ok()?,
         );
-        // Most texts fit in a spare buffer: written at once, without counting first.
+        // Most texts fit in a spare buffer: written at once, without counting first. A longer
+        // one, or one on a thread with none to spare, is counted and gets its own.
         let mut text = Text::spare();
         match write(&mut text.writer(), method_name, &uri, headers) {
             Ok(()) => {}
@@ -307,6 +308,40 @@ mod tests {
                 .unwrap()
                 .is_sensitive()
         );
+    }
+
+    // With no spare buffer on the thread (many requests in flight on it), the text gets one of
+    // its own length, and comes back the same; so does one that fills a spare buffer exactly,
+    // or by one byte too many.
+    #[test]
+    fn a_text_comes_back_whole_from_either_buffer() {
+        let request = |value_len: usize| {
+            Request::put("https://api.example/a?b=c")
+                .header("x-fill", "v".repeat(value_len))
+                .header("accept", "*/*")
+                .body(String::from("body"))
+                .unwrap()
+        };
+        // The text: the URI (25), then per header 5 bytes, its name and its value.
+        let fixed = 25 + 5 + "x-fill".len() + 5 + "accept".len() + "*/*".len();
+        for value_len in [
+            0,
+            10,
+            super::super::spare::SIZE - fixed,
+            super::super::spare::SIZE - fixed + 1,
+        ] {
+            let request = request(value_len);
+            let kept = Snapshot::of(&request, request.body().clone()).unwrap();
+            same(&request, &kept.into_request().unwrap());
+        }
+        let held: Vec<Text> = (0..100).map(|_| Text::spare()).collect();
+        assert!(Text::spare().bytes().is_empty(), "none left to spare");
+        for value_len in [0, 10, 1_000] {
+            let request = request(value_len);
+            let kept = Snapshot::of(&request, request.body().clone()).unwrap();
+            same(&request, &kept.into_request().unwrap());
+        }
+        drop(held);
     }
 
     #[test]

@@ -5,6 +5,11 @@
 //! about 130 instructions per request, a buffer from this list about 30. A crate's object
 //! pool would share its buffers between threads, with an atomic operation or a lock for each;
 //! a list per thread, of one size and bounded, needs neither.
+//!
+//! A thread makes at most [`KEPT`] such buffers. Beyond them (more requests in flight on a
+//! thread than that, such as a stampede of thousands waiting for one refresh, whose copies
+//! are all alive at once) a text gets a buffer of its exact length, as it did before the list:
+//! thousands of 256-byte buffers would be more memory to touch than thousands of 30-byte ones.
 
 use std::cell::RefCell;
 use std::mem;
@@ -13,36 +18,52 @@ use std::mem;
 /// URI and the headers but the token) goes in one.
 pub(super) const SIZE: usize = 256;
 
-/// Buffers kept per thread, at most (4 KiB): beyond, a buffer given back is freed.
+/// Buffers a thread makes, and keeps, at most (4 KiB): beyond, a buffer given back is freed.
 const KEPT: usize = 16;
 
+/// A thread's spare buffers, and how many it made.
+struct Spare {
+    list: Vec<Box<[u8]>>,
+    made: usize,
+}
+
 thread_local! {
-    static SPARE: RefCell<Vec<Box<[u8]>>> = const { RefCell::new(Vec::new()) };
+    static SPARE: RefCell<Spare> = const {
+        RefCell::new(Spare {
+            list: Vec::new(),
+            made: 0,
+        })
+    };
 }
 
 /// A snapshot's text: in a buffer of [`SIZE`] bytes, given back to this thread's list when
-/// dropped, or, when longer, in one of its exact length. Bytes past the text are left as an
-/// earlier text wrote them, and never read.
+/// dropped, or in one of its exact length. Bytes past the text are left as an earlier text
+/// wrote them, and never read.
 pub(super) struct Text(Box<[u8]>);
 
 impl Text {
-    /// A buffer of [`SIZE`] bytes, a spare one if this thread has one.
+    /// A buffer of [`SIZE`] bytes: a spare one, or a new one while this thread made fewer
+    /// than [`KEPT`]; beyond, an empty one (no text fits: take one of its exact length).
     #[inline]
     pub(super) fn spare() -> Self {
-        Self::of_len(SIZE)
+        let spare = SPARE.try_with(|spare| {
+            let mut spare = spare.try_borrow_mut().ok()?;
+            if let Some(text) = spare.list.pop() {
+                return Some(text);
+            }
+            if spare.made < KEPT {
+                spare.made += 1;
+                return Some(vec![0; SIZE].into_boxed_slice());
+            }
+            None
+        });
+        Self(spare.ok().flatten().unwrap_or_default())
     }
 
-    /// A buffer for a text of `len` bytes.
+    /// A buffer of exactly `len` bytes.
     #[inline]
     pub(super) fn of_len(len: usize) -> Self {
-        if len > SIZE {
-            return Self(vec![0; len].into_boxed_slice());
-        }
-        let spare = SPARE
-            .try_with(|spare| spare.try_borrow_mut().ok()?.pop())
-            .ok()
-            .flatten();
-        Self(spare.unwrap_or_else(|| Box::new([0; SIZE])))
+        Self(vec![0; len].into_boxed_slice())
     }
 
     #[inline]
@@ -70,12 +91,13 @@ impl Drop for Text {
         // A thread that is ending, or a full list: the buffer is freed.
         let _ = SPARE.try_with(|spare| {
             if let Ok(mut spare) = spare.try_borrow_mut() {
-                if spare.len() < KEPT {
-                    if spare.capacity() == 0 {
+                let list = &mut spare.list;
+                if list.len() < KEPT {
+                    if list.capacity() == 0 {
                         // The list's own room, made once per thread.
-                        spare.reserve_exact(KEPT);
+                        list.reserve_exact(KEPT);
                     }
-                    spare.push(text);
+                    list.push(text);
                 }
             }
         });
@@ -104,45 +126,53 @@ mod tests {
     use super::*;
 
     fn spares() -> usize {
-        SPARE.with(|spare| spare.borrow().len())
+        SPARE.with(|spare| spare.borrow().list.len())
     }
 
     #[test]
     fn a_buffer_given_back_is_taken_again() {
-        let first = Text::of_len(10);
+        let first = Text::spare();
+        assert_eq!(first.bytes().len(), SIZE, "a new thread makes one");
         let address = first.bytes().as_ptr();
         let before = spares();
         drop(first);
         assert_eq!(spares(), before + 1);
-        let second = Text::of_len(SIZE);
+        let second = Text::spare();
         assert_eq!(second.bytes().as_ptr(), address, "the same buffer");
         assert_eq!(spares(), before);
     }
 
     #[test]
-    fn a_long_text_gets_its_own_buffer_and_is_not_kept() {
+    fn a_text_of_its_own_length_is_not_kept() {
         let before = spares();
-        let long = Text::of_len(SIZE + 1);
-        assert_eq!(long.bytes().len(), SIZE + 1);
-        drop(long);
+        for len in [0, 10, SIZE - 1, SIZE + 1, 4 * SIZE] {
+            let text = Text::of_len(len);
+            assert_eq!(text.bytes().len(), len);
+            drop(text);
+        }
         assert_eq!(spares(), before);
     }
 
+    // Beyond a few texts alive at once on a thread (a stampede of waiting requests), the
+    // others get buffers of their own length: the thread makes no more spare ones, and keeps
+    // no more than it made.
     #[test]
-    fn at_most_a_few_buffers_are_kept() {
-        let texts: Vec<Text> = (0..KEPT * 3).map(|_| Text::of_len(1)).collect();
+    fn a_thread_makes_and_keeps_a_few_buffers() {
+        let spare = |text: &Text| text.bytes().len() == SIZE;
+        let texts: Vec<Text> = (0..KEPT * 3).map(|_| Text::spare()).collect();
+        assert_eq!(texts.iter().filter(|text| spare(text)).count(), KEPT);
+        assert!(texts[KEPT..].iter().all(|text| text.bytes().is_empty()));
         drop(texts);
         assert_eq!(spares(), KEPT);
+        let again: Vec<Text> = (0..KEPT * 3).map(|_| Text::spare()).collect();
+        assert_eq!(again.iter().filter(|text| spare(text)).count(), KEPT);
     }
 
     /// What this thread's spare buffers hold, end to end.
     fn kept_bytes() -> Vec<u8> {
         SPARE.with(|spare| {
-            spare
-                .borrow()
-                .iter()
-                .flat_map(|text| text.to_vec())
-                .collect()
+            let spare = spare.borrow();
+            spare.list.iter().flat_map(|text| text.to_vec()).collect()
         })
     }
 
@@ -198,7 +228,7 @@ mod tests {
 
     #[test]
     fn a_text_that_does_not_fit_is_refused() {
-        let mut text = Text::of_len(4);
+        let mut text = Text::of_len(SIZE);
         let mut writer = text.writer();
         assert_eq!(writer.put(&[1; 200]), Some(()));
         assert_eq!(writer.put(&[2; SIZE - 200]), Some(()));
