@@ -1,5 +1,6 @@
 //! A body that keeps what it streams, so that it can be sent again.
 
+use std::cell::RefCell;
 use std::fmt;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -29,10 +30,12 @@ pin_project! {
         Original {
             #[pin]
             body: B,
-            record: Arc<Mutex<Record>>,
+            record: Shared,
+            // The cap: past it, the record is spoiled.
+            max: usize,
         },
         Copy {
-            record: Arc<Mutex<Record>>,
+            record: Shared,
             next: usize,
             trailers_sent: bool,
         },
@@ -44,7 +47,6 @@ pin_project! {
 struct Record {
     chunks: SmallVec<[Bytes; 2]>,
     buffered: usize,
-    max: usize,
     trailers: Option<HeaderMap>,
     /// The original body ended without error.
     complete: bool,
@@ -58,8 +60,61 @@ impl Record {
     }
 }
 
-fn lock(record: &Mutex<Record>) -> MutexGuard<'_, Record> {
-    record.lock().unwrap_or_else(PoisonError::into_inner)
+fn lock(record: &Shared) -> MutexGuard<'_, Record> {
+    record.0.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Records kept per thread, at most: beyond, one given back is freed.
+const KEPT: usize = 16;
+
+thread_local! {
+    static SPARE: RefCell<Vec<Arc<Mutex<Record>>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The record an original and its copy share. The last of the two to go gives it back,
+/// emptied, to this thread's spares, and the thread's next recording body takes it instead of
+/// a new allocation (as the copies' text buffers are, in `spare.rs`).
+struct Shared(Arc<Mutex<Record>>);
+
+impl Shared {
+    #[inline]
+    fn new() -> Self {
+        let spare = SPARE
+            .try_with(|spare| spare.try_borrow_mut().ok()?.pop())
+            .ok()
+            .flatten();
+        Self(spare.unwrap_or_default())
+    }
+
+    #[inline]
+    fn share(&self) -> Self {
+        Self(Arc::clone(&self.0))
+    }
+}
+
+impl Drop for Shared {
+    #[inline]
+    fn drop(&mut self) {
+        // The other holds it still: it gives it back.
+        let Some(record) = Arc::get_mut(&mut self.0) else {
+            return;
+        };
+        // Emptied now: the chunks and trailers it held are released with this body.
+        *record.get_mut().unwrap_or_else(PoisonError::into_inner) = Record::default();
+        record.clear_poison();
+        let spare = Arc::clone(&self.0);
+        // A thread that is ending, or a full list: the record is freed.
+        let _ = SPARE.try_with(move |spares| {
+            if let Ok(mut spares) = spares.try_borrow_mut() {
+                if spares.len() < KEPT {
+                    if spares.capacity() == 0 {
+                        spares.reserve_exact(KEPT);
+                    }
+                    spares.push(spare);
+                }
+            }
+        });
+    }
 }
 
 impl<B> ReplayBody<B> {
@@ -67,10 +122,8 @@ impl<B> ReplayBody<B> {
         Self {
             role: Role::Original {
                 body,
-                record: Arc::new(Mutex::new(Record {
-                    max,
-                    ..Record::default()
-                })),
+                record: Shared::new(),
+                max,
             },
         }
     }
@@ -80,7 +133,7 @@ impl<B> ReplayBody<B> {
         match &self.role {
             Role::Original { record, .. } => Some(Self {
                 role: Role::Copy {
-                    record: Arc::clone(record),
+                    record: record.share(),
                     next: 0,
                     trailers_sent: false,
                 },
@@ -111,7 +164,11 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         match self.project().role.project() {
-            RoleProj::Original { mut body, record } => {
+            RoleProj::Original {
+                mut body,
+                record,
+                max,
+            } => {
                 let frame = ready!(body.as_mut().poll_frame(cx));
                 let mut record = lock(record);
                 let frame = match frame {
@@ -129,7 +186,7 @@ where
                     Ok(mut data) => {
                         let bytes = data.copy_to_bytes(data.remaining());
                         if !record.spoiled {
-                            if record.buffered + bytes.len() > record.max {
+                            if record.buffered + bytes.len() > *max {
                                 // Past the cap: this body will not be replayed.
                                 record.spoiled = true;
                                 record.chunks = SmallVec::new();
@@ -189,7 +246,7 @@ where
 
     fn is_end_stream(&self) -> bool {
         match &self.role {
-            Role::Original { body, record } => {
+            Role::Original { body, record, .. } => {
                 let end = body.is_end_stream();
                 if end {
                     lock(record).complete = true;
@@ -312,6 +369,69 @@ mod tests {
         let copy = original.replay_copy().unwrap();
         original.frame().await.unwrap().unwrap();
         assert!(copy.is_replayable(), "no poll for the end is needed");
+    }
+
+    fn spares() -> usize {
+        SPARE.with(|spare| spare.borrow().len())
+    }
+
+    // A record given back is the next body's, emptied: the next copy replays that body alone,
+    // and only once it streamed; while the copy of the first body lives, its record is its own.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_record_given_back_is_taken_again_empty() {
+        let first = ReplayBody::new(frames(&[b"the first ", b"body"]), 64);
+        let first_copy = first.replay_copy().unwrap();
+        let first_record = match &first.role {
+            Role::Original { record, .. } => Arc::as_ptr(&record.0),
+            Role::Copy { .. } => unreachable!(),
+        };
+        first.collect().await.unwrap();
+        let before = spares();
+        // The original is gone; the copy holds the record, and replays from it.
+        let second = ReplayBody::new(frames(&[b"second"]), 64);
+        assert_eq!(spares(), before);
+        assert_eq!(
+            first_copy.collect().await.unwrap().to_bytes(),
+            "the first body"
+        );
+        assert_eq!(spares(), before + 1, "given back by the last of the two");
+
+        let third = ReplayBody::new(frames(&[b"third"]), 64);
+        let third_record = match &third.role {
+            Role::Original { record, .. } => Arc::as_ptr(&record.0),
+            Role::Copy { .. } => unreachable!(),
+        };
+        assert_eq!(third_record, first_record, "the same record, taken again");
+        let third_copy = third.replay_copy().unwrap();
+        assert!(!third_copy.is_replayable(), "empty: nothing streamed yet");
+        assert_eq!(third_copy.size_hint().exact(), Some(0));
+        third.collect().await.unwrap();
+        assert_eq!(third_copy.collect().await.unwrap().to_bytes(), "third");
+        drop(second);
+    }
+
+    // A spoiled or failed record is given back emptied as well: the next body is replayable.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_spoiled_record_is_given_back_clean() {
+        let big = ReplayBody::new(frames(&[b"0123456789", b"0123456789"]), 5);
+        let big_copy = big.replay_copy().unwrap();
+        big.collect().await.unwrap();
+        assert!(!big_copy.is_replayable());
+        drop(big_copy);
+        let next = ReplayBody::new(frames(&[b"ok"]), 5);
+        let next_copy = next.replay_copy().unwrap();
+        next.collect().await.unwrap();
+        assert!(next_copy.is_replayable());
+        assert_eq!(next_copy.collect().await.unwrap().to_bytes(), "ok");
+    }
+
+    #[test]
+    fn at_most_a_few_records_are_kept() {
+        let bodies: Vec<_> = (0..KEPT * 3)
+            .map(|_| ReplayBody::new(Full::new(Bytes::from_static(b"x")), 64))
+            .collect();
+        drop(bodies);
+        assert_eq!(spares(), KEPT);
     }
 
     #[tokio::test]
