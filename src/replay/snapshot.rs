@@ -5,8 +5,8 @@
 //! behind its URI and each header value to shared storage (one allocation each, the first time).
 //! Every request pays that before it is sent, though few are ever retried. A snapshot copies the
 //! text instead, the URI and every header name and value, into one buffer (a spare one of
-//! 256 bytes that an earlier request on the thread gave back, or one of the exact size for a
-//! longer text), and keeps the method, the version, the extensions and a clone of the body;
+//! 256 bytes that an earlier request gave back on this thread, or one of the exact size for a
+//! longer text or when the thread has none), and keeps the method, the version, the extensions and a clone of the body;
 //! the `Request` is made again from it only when a rejection calls for a retry.
 
 use std::fmt;
@@ -18,8 +18,8 @@ use http::{Extensions, HeaderMap, Method, Request, Uri, Version};
 use super::spare::{Text, Writer};
 
 /// A request as kept for a retry by [`CloneBody`](super::CloneBody): the URI and every header
-/// name and value copied into one buffer (taken again by the thread's next request once this
-/// one is done), the method (as a code, or its
+/// name and value copied into one buffer (given back, wiped, to the spares of the thread that
+/// drops it), the method (as a code, or its
 /// name in the buffer), the version, the extensions and a clone of the body; the `Request`
 /// is made again only for a retry. Small, as it is moved with the response future (a larger
 /// one measured slower): 64 bytes with a `Bytes` or `Full<Bytes>` body.
@@ -324,6 +324,9 @@ mod tests {
         };
         // The text: the URI (25), then per header 5 bytes, its name and its value.
         let fixed = 25 + 5 + "x-fill".len() + 5 + "accept".len() + "*/*".len();
+        // Spare buffers for the first texts: each one going leaves one in its place.
+        drop(Text::of_len(1));
+        assert_eq!(Text::spare().bytes().len(), super::super::spare::SIZE);
         for value_len in [
             0,
             10,

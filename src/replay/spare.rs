@@ -1,15 +1,18 @@
 //! Text buffers for snapshots, kept per thread: a request's snapshot takes one that an earlier
-//! request on the same thread gave back, and gives it back when it is dropped.
+//! request gave back on this thread, and gives it back, wiped, to the list of the thread
+//! that drops it.
 //!
-//! Measured (BENCHMARKS.md): glibc's `malloc` and `free` of the snapshot's small buffer cost
-//! about 130 instructions per request, a buffer from this list about 30. A crate's object
-//! pool would share its buffers between threads, with an atomic operation or a lock for each;
-//! a list per thread, of one size and bounded, needs neither.
+//! Measured (BENCHMARKS.md, callgrind): glibc's `malloc` and `free` of the snapshot's small
+//! buffer cost about 130 instructions per request, taking a buffer from this list and giving
+//! it back (wiped) about 40. A crate's object pool would share its buffers between threads,
+//! with an atomic operation or a lock for each; a list per thread, of one size and bounded,
+//! needs neither.
 //!
-//! A thread makes at most [`KEPT`] such buffers. Beyond them (more requests in flight on a
-//! thread than that, such as a stampede of thousands waiting for one refresh, whose copies
-//! are all alive at once) a text gets a buffer of its exact length, as it did before the list:
-//! thousands of 256-byte buffers would be more memory to touch than thousands of 30-byte ones.
+//! A text that finds the list empty gets a buffer of its exact length, as before the list;
+//! when that buffer goes and the list has room, a new spare one takes its place. So a
+//! stampede's thousands of copies alive at once take thousands of small buffers, not of
+//! 256 bytes; and a thread whose spares ended up on other threads (futures dropped there)
+//! gets new ones after its next requests.
 
 use std::cell::RefCell;
 use std::mem;
@@ -18,45 +21,23 @@ use std::mem;
 /// URI and the headers but the token) goes in one.
 pub(super) const SIZE: usize = 256;
 
-/// Buffers a thread makes, and keeps, at most (4 KiB): beyond, a buffer given back is freed.
+/// Buffers kept per thread, at most (4 KiB): beyond, a buffer given back is freed.
 const KEPT: usize = 16;
 
-/// A thread's spare buffers, and how many it made.
-struct Spare {
-    list: Vec<Box<[u8]>>,
-    made: usize,
-}
-
 thread_local! {
-    static SPARE: RefCell<Spare> = const {
-        RefCell::new(Spare {
-            list: Vec::new(),
-            made: 0,
-        })
-    };
+    static SPARE: RefCell<Vec<Box<[u8]>>> = const { RefCell::new(Vec::new()) };
 }
 
-/// A snapshot's text: in a buffer of [`SIZE`] bytes, given back to this thread's list when
-/// dropped, or in one of its exact length. Bytes past the text are left as an earlier text
-/// wrote them, and never read.
+/// A snapshot's text: in a spare buffer of [`SIZE`] bytes, or in one of its exact length.
+/// Bytes past the text in a spare buffer are zeros (it is wiped when given back), never read.
 pub(super) struct Text(Box<[u8]>);
 
 impl Text {
-    /// A buffer of [`SIZE`] bytes: a spare one, or a new one while this thread made fewer
-    /// than [`KEPT`]; beyond, an empty one (no text fits: take one of its exact length).
+    /// A spare buffer of [`SIZE`] bytes if this thread has one; else an empty one, into which
+    /// no text fits (take one of its exact length).
     #[inline]
     pub(super) fn spare() -> Self {
-        let spare = SPARE.try_with(|spare| {
-            let mut spare = spare.try_borrow_mut().ok()?;
-            if let Some(text) = spare.list.pop() {
-                return Some(text);
-            }
-            if spare.made < KEPT {
-                spare.made += 1;
-                return Some(vec![0; SIZE].into_boxed_slice());
-            }
-            None
-        });
+        let spare = SPARE.try_with(|spare| spare.try_borrow_mut().ok()?.pop());
         Self(spare.ok().flatten().unwrap_or_default())
     }
 
@@ -84,22 +65,35 @@ impl Text {
 impl Drop for Text {
     #[inline]
     fn drop(&mut self) {
-        if self.0.len() != SIZE {
+        // An empty one (the list had none) holds nothing.
+        if self.0.is_empty() {
             return;
         }
-        let text = mem::take(&mut self.0);
-        // A thread that is ending, or a full list: the buffer is freed.
-        let _ = SPARE.try_with(|spare| {
-            if let Ok(mut spare) = spare.try_borrow_mut() {
-                let list = &mut spare.list;
-                if list.len() < KEPT {
-                    if list.capacity() == 0 {
-                        // The list's own room, made once per thread.
-                        list.reserve_exact(KEPT);
-                    }
-                    list.push(text);
-                }
+        let mut text = mem::take(&mut self.0);
+        // A thread that is ending, or a full list: the buffer is freed as it is.
+        let _ = SPARE.try_with(move |spare| {
+            let Ok(mut list) = spare.try_borrow_mut() else {
+                return;
+            };
+            if list.len() >= KEPT {
+                return;
             }
+            if text.len() == SIZE {
+                #[cfg(test)]
+                tests::GIVEN_BACK.with(|seen| seen.borrow_mut().extend_from_slice(&text));
+                // Wiped: a caller's header (a cookie, a key of its own) does not wait in
+                // the list for the thread's end.
+                text.fill(0);
+            } else {
+                // A text of its own length, taken when the list was empty: a new spare
+                // buffer takes its place, for the next request.
+                text = vec![0; SIZE].into_boxed_slice();
+            }
+            if list.capacity() == 0 {
+                // The list's own room, made once per thread.
+                list.reserve_exact(KEPT);
+            }
+            list.push(text);
         });
     }
 }
@@ -111,7 +105,7 @@ pub(super) struct Writer<'a> {
 }
 
 impl Writer<'_> {
-    /// Appends `bytes`; `None` if they do not fit (never: the buffer was made for the text).
+    /// Appends `bytes`; `None` if they do not fit (the text is longer than the buffer).
     #[inline]
     pub(super) fn put(&mut self, bytes: &[u8]) -> Option<()> {
         let end = self.at.checked_add(bytes.len())?;
@@ -125,55 +119,28 @@ impl Writer<'_> {
 mod tests {
     use super::*;
 
+    thread_local! {
+        /// What the texts given back on this thread held before they were wiped.
+        pub(super) static GIVEN_BACK: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    }
+
     fn spares() -> usize {
-        SPARE.with(|spare| spare.borrow().list.len())
-    }
-
-    #[test]
-    fn a_buffer_given_back_is_taken_again() {
-        let first = Text::spare();
-        assert_eq!(first.bytes().len(), SIZE, "a new thread makes one");
-        let address = first.bytes().as_ptr();
-        let before = spares();
-        drop(first);
-        assert_eq!(spares(), before + 1);
-        let second = Text::spare();
-        assert_eq!(second.bytes().as_ptr(), address, "the same buffer");
-        assert_eq!(spares(), before);
-    }
-
-    #[test]
-    fn a_text_of_its_own_length_is_not_kept() {
-        let before = spares();
-        for len in [0, 10, SIZE - 1, SIZE + 1, 4 * SIZE] {
-            let text = Text::of_len(len);
-            assert_eq!(text.bytes().len(), len);
-            drop(text);
-        }
-        assert_eq!(spares(), before);
-    }
-
-    // Beyond a few texts alive at once on a thread (a stampede of waiting requests), the
-    // others get buffers of their own length: the thread makes no more spare ones, and keeps
-    // no more than it made.
-    #[test]
-    fn a_thread_makes_and_keeps_a_few_buffers() {
-        let spare = |text: &Text| text.bytes().len() == SIZE;
-        let texts: Vec<Text> = (0..KEPT * 3).map(|_| Text::spare()).collect();
-        assert_eq!(texts.iter().filter(|text| spare(text)).count(), KEPT);
-        assert!(texts[KEPT..].iter().all(|text| text.bytes().is_empty()));
-        drop(texts);
-        assert_eq!(spares(), KEPT);
-        let again: Vec<Text> = (0..KEPT * 3).map(|_| Text::spare()).collect();
-        assert_eq!(again.iter().filter(|text| spare(text)).count(), KEPT);
+        SPARE.with(|spare| spare.borrow().len())
     }
 
     /// What this thread's spare buffers hold, end to end.
     fn kept_bytes() -> Vec<u8> {
         SPARE.with(|spare| {
-            let spare = spare.borrow();
-            spare.list.iter().flat_map(|text| text.to_vec()).collect()
+            spare
+                .borrow()
+                .iter()
+                .flat_map(|text| text.to_vec())
+                .collect()
         })
+    }
+
+    fn given_back() -> Vec<u8> {
+        GIVEN_BACK.with(|seen| seen.borrow().clone())
     }
 
     fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -182,8 +149,75 @@ mod tests {
             .any(|window| window == needle)
     }
 
-    // The text a retry is made from is taken before the layer attaches its token: a buffer
-    // given back holds the request's own headers, never the token, whether the request waited
+    #[test]
+    fn a_buffer_given_back_is_taken_again() {
+        assert!(Text::spare().bytes().is_empty(), "a new thread has none");
+        drop(Text::of_len(10));
+        assert_eq!(spares(), 1, "a spare one in its place");
+        let first = Text::spare();
+        assert_eq!(first.bytes().len(), SIZE);
+        let address = first.bytes().as_ptr();
+        drop(first);
+        let second = Text::spare();
+        assert_eq!(second.bytes().as_ptr(), address, "the same buffer");
+        assert_eq!(spares(), 0);
+    }
+
+    // A stampede's copies, alive at once, find the list empty and take small buffers; as they
+    // go, the list fills up to its bound, no further.
+    #[test]
+    fn many_texts_alive_at_once_take_their_own_length_and_the_list_stays_bounded() {
+        let texts: Vec<Text> = (0..KEPT * 3).map(|_| Text::of_len(30)).collect();
+        assert!(Text::spare().bytes().is_empty());
+        drop(texts);
+        assert_eq!(spares(), KEPT);
+        let again: Vec<Text> = (0..KEPT * 3).map(|_| Text::spare()).collect();
+        let spare = again
+            .iter()
+            .filter(|text| text.bytes().len() == SIZE)
+            .count();
+        assert_eq!(spare, KEPT);
+        assert!(again[KEPT..].iter().all(|text| text.bytes().is_empty()));
+    }
+
+    // Spares dropped on another thread (futures finished on another worker) go to that
+    // thread's list; this one gets new ones after its next requests.
+    #[test]
+    fn a_thread_whose_spares_went_elsewhere_gets_new_ones() {
+        for _ in 0..KEPT {
+            drop(Text::of_len(30));
+        }
+        let taken: Vec<Text> = (0..KEPT).map(|_| Text::spare()).collect();
+        std::thread::spawn(move || drop(taken)).join().unwrap();
+        assert!(Text::spare().bytes().is_empty(), "none left here");
+        drop(Text::of_len(30));
+        for _ in 0..1_000 {
+            assert_eq!(Text::spare().bytes().len(), SIZE);
+        }
+    }
+
+    // A caller's own secret header, kept for a retry, does not wait in the list for the
+    // thread's end: a buffer given back is wiped.
+    #[test]
+    fn a_buffer_given_back_is_wiped() {
+        drop(Text::of_len(30));
+        let mut secret = http::HeaderValue::from_static("Basic Y2FsbGVyOnNlY3JldA==");
+        secret.set_sensitive(true);
+        let request = http::Request::get("https://a.example/")
+            .header("proxy-authorization", secret)
+            .body(())
+            .unwrap();
+        drop(super::super::Snapshot::of(&request, ()).unwrap());
+        assert!(
+            contains(&given_back(), b"Y2FsbGVyOnNlY3JldA=="),
+            "it was kept"
+        );
+        assert_eq!(spares(), 1);
+        assert!(kept_bytes().iter().all(|&byte| byte == 0));
+    }
+
+    // The text a retry is made from is taken before the layer attaches its token: a text
+    // given back held the request's own headers, never the token, whether the request waited
     // for the token or was sent at once.
     #[test]
     fn the_layers_token_is_never_in_a_kept_text() {
@@ -209,8 +243,9 @@ mod tests {
         });
         let service = AuthLayer::new(refresher).layer(api);
         runtime.block_on(async {
-            // The first waits for the login, the second is sent at once.
-            for _ in 0..2 {
+            // The first waits for the login, the others are sent at once (the second into
+            // the spare buffer the first one's left).
+            for _ in 0..3 {
                 let request = http::Request::get("http://127.0.0.1/user/me")
                     .header("x-marker", "the-requests-own-header")
                     .body(Full::default())
@@ -218,7 +253,7 @@ mod tests {
                 service.clone().oneshot(request).await.unwrap();
             }
         });
-        let kept = kept_bytes();
+        let kept = given_back();
         assert!(
             contains(&kept, b"the-requests-own-header"),
             "the texts were given back"
