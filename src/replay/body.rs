@@ -12,6 +12,8 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use smallvec::SmallVec;
 
+use super::spare::{self, Spares};
+
 pin_project! {
     /// A request body that records what it streams, up to a cap, so that a copy can send it
     /// again. Made by [`BufferBody`](super::BufferBody); see the [module docs](super).
@@ -64,11 +66,8 @@ fn lock(record: &Shared) -> MutexGuard<'_, Record> {
     record.0.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Records kept per thread, at most: beyond, one given back is freed.
-const KEPT: usize = 16;
-
 thread_local! {
-    static SPARE: RefCell<Vec<Arc<Mutex<Record>>>> = const { RefCell::new(Vec::new()) };
+    static SPARE: Spares<Arc<Mutex<Record>>> = const { RefCell::new(Vec::new()) };
 }
 
 /// The record an original and its copy share. The last of the two to go gives it back,
@@ -79,11 +78,7 @@ struct Shared(Arc<Mutex<Record>>);
 impl Shared {
     #[inline]
     fn new() -> Self {
-        let spare = SPARE
-            .try_with(|spare| spare.try_borrow_mut().ok()?.pop())
-            .ok()
-            .flatten();
-        Self(spare.unwrap_or_default())
+        Self(spare::take(&SPARE).unwrap_or_default())
     }
 
     #[inline]
@@ -102,18 +97,8 @@ impl Drop for Shared {
         // Emptied now: the chunks and trailers it held are released with this body.
         *record.get_mut().unwrap_or_else(PoisonError::into_inner) = Record::default();
         record.clear_poison();
-        let spare = Arc::clone(&self.0);
         // A thread that is ending, or a full list: the record is freed.
-        let _ = SPARE.try_with(move |spares| {
-            if let Ok(mut spares) = spares.try_borrow_mut() {
-                if spares.len() < KEPT {
-                    if spares.capacity() == 0 {
-                        spares.reserve_exact(KEPT);
-                    }
-                    spares.push(spare);
-                }
-            }
-        });
+        spare::give_back(&SPARE, || Arc::clone(&self.0));
     }
 }
 
@@ -299,6 +284,7 @@ impl<B> fmt::Debug for ReplayBody<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::replay::spare::KEPT;
     use http_body_util::{BodyExt, Full, StreamBody};
     use std::convert::Infallible;
 

@@ -16,16 +16,50 @@
 
 use std::cell::RefCell;
 use std::mem;
+use std::thread::LocalKey;
 
 /// The length of a kept buffer: the text of a request up to this length (most requests: the
 /// URI and the headers but the token) goes in one.
 pub(super) const SIZE: usize = 256;
 
-/// Buffers kept per thread, at most (4 KiB): beyond, a buffer given back is freed.
-const KEPT: usize = 16;
+/// Spares of one kind kept per thread, at most (4 KiB of text buffers): beyond, one given
+/// back is freed.
+pub(super) const KEPT: usize = 16;
+
+/// A thread's list of spares of one kind (text buffers here, `BufferBody`'s records in
+/// `body.rs`).
+pub(super) type Spares<T> = RefCell<Vec<T>>;
+
+/// A spare from this thread's `list`, if it has one (none on a thread that is ending).
+#[inline]
+pub(super) fn take<T: 'static>(list: &'static LocalKey<Spares<T>>) -> Option<T> {
+    list.try_with(|list| list.try_borrow_mut().ok()?.pop())
+        .ok()
+        .flatten()
+}
+
+/// Gives back to this thread's `list` what `spare` makes, if the list has room; else (or on a
+/// thread that is ending) `spare` is not called. `spare` runs while the list is borrowed: it
+/// must not run code of the application's (a `Drop` of its bytes).
+#[inline]
+pub(super) fn give_back<T: 'static>(list: &'static LocalKey<Spares<T>>, spare: impl FnOnce() -> T) {
+    let _ = list.try_with(|list| {
+        let Ok(mut list) = list.try_borrow_mut() else {
+            return;
+        };
+        if list.len() >= KEPT {
+            return;
+        }
+        if list.capacity() == 0 {
+            // The list's own room, made once per thread.
+            list.reserve_exact(KEPT);
+        }
+        list.push(spare());
+    });
+}
 
 thread_local! {
-    static SPARE: RefCell<Vec<Box<[u8]>>> = const { RefCell::new(Vec::new()) };
+    static SPARE: Spares<Box<[u8]>> = const { RefCell::new(Vec::new()) };
 }
 
 /// A snapshot's text: in a spare buffer of [`SIZE`] bytes, or in one of its exact length.
@@ -37,8 +71,7 @@ impl Text {
     /// no text fits (take one of its exact length).
     #[inline]
     pub(super) fn spare() -> Self {
-        let spare = SPARE.try_with(|spare| spare.try_borrow_mut().ok()?.pop());
-        Self(spare.ok().flatten().unwrap_or_default())
+        Self(take(&SPARE).unwrap_or_default())
     }
 
     /// A buffer of exactly `len` bytes.
@@ -71,29 +104,19 @@ impl Drop for Text {
         }
         let mut text = mem::take(&mut self.0);
         // A thread that is ending, or a full list: the buffer is freed as it is.
-        let _ = SPARE.try_with(move |spare| {
-            let Ok(mut list) = spare.try_borrow_mut() else {
-                return;
-            };
-            if list.len() >= KEPT {
-                return;
-            }
+        give_back(&SPARE, move || {
             if text.len() == SIZE {
                 #[cfg(test)]
                 tests::GIVEN_BACK.with(|seen| seen.borrow_mut().extend_from_slice(&text));
                 // Wiped: a caller's header (a cookie, a key of its own) does not wait in
                 // the list for the thread's end.
                 text.fill(0);
+                text
             } else {
                 // A text of its own length, taken when the list was empty: a new spare
                 // buffer takes its place, for the next request.
-                text = vec![0; SIZE].into_boxed_slice();
+                vec![0; SIZE].into_boxed_slice()
             }
-            if list.capacity() == 0 {
-                // The list's own room, made once per thread.
-                list.reserve_exact(KEPT);
-            }
-            list.push(text);
         });
     }
 }
