@@ -133,3 +133,21 @@ async fn no_secret_in_logs_debug_or_display() {
         }
     }
 }
+
+/// The capture sees an event whose line another thread, one without a subscriber, reached
+/// first. `tracing` decides once per line, for the whole process, whether anyone listens; a
+/// capture that the decision missed would search a log with the events left out.
+#[test]
+fn the_capture_sees_a_line_another_thread_reached_first() {
+    fn line() {
+        tracing::debug!("a line reached on two threads");
+    }
+    let (log, _guard) = Captured::trace();
+    std::thread::spawn(line).join().unwrap();
+    line();
+    assert!(
+        log.text().contains("a line reached on two threads"),
+        "the capture missed the event: {:?}",
+        log.text()
+    );
+}

@@ -12,6 +12,10 @@ use hyper_util::rt::TokioExecutor;
 use tower::Layer;
 use tower_auth_refresh::store::{FileStore, StoreErrorKind, Stored, TokenStore};
 use tower_auth_refresh::test_util::{Api, IdentityProvider, ProviderConfig};
+
+#[path = "support/captured_log.rs"]
+mod captured_log;
+use captured_log::Captured;
 use tower_auth_refresh::{AuthLayer, RefreshErrorKind, TokenEvent, TokenSet};
 
 struct TempDir(std::path::PathBuf);
@@ -104,16 +108,7 @@ async fn a_corrupt_file_means_one_fresh_login_and_a_warning() {
     let path = dir.0.join("session.json");
     std::fs::write(&path, b"{\"access_token\": not json").unwrap();
 
-    let log = Arc::new(Mutex::new(Vec::<u8>::new()));
-    let writer = {
-        let log = log.clone();
-        move || LogWriter(log.clone())
-    };
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(writer)
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (log, _guard) = Captured::trace();
 
     let idp = IdentityProvider::start(ProviderConfig::default())
         .await
@@ -122,20 +117,8 @@ async fn a_corrupt_file_means_one_fresh_login_and_a_warning() {
     assert_eq!(run_program(&idp, &api, &path).await, StatusCode::OK);
     assert_eq!(run_program(&idp, &api, &path).await, StatusCode::OK);
     assert_eq!(idp.stats().password_grants, 1);
-    let log = String::from_utf8(log.lock().unwrap().clone()).unwrap();
+    let log = log.text();
     assert!(log.contains("WARN") && log.contains("corrupt"), "{log}");
-}
-
-struct LogWriter(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for LogWriter {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 // A folder that cannot be written: a typed error naming the store, never a panic, and no
