@@ -21,6 +21,10 @@ use tower_auth_refresh::{
 };
 use tower_test::mock;
 
+#[path = "support/strict_service.rs"]
+mod strict_service;
+use strict_service::Strict;
+
 const LIFETIME: Duration = Duration::from_secs(900);
 
 /// A refresher that hands out `token-1`, `token-2`, … after `delay`, and counts its calls.
@@ -512,6 +516,46 @@ async fn a_server_that_always_rejects_gets_exactly_one_retry() {
     assert_eq!(body_text(response).await, "Bearer token-2");
     assert_eq!(calls.load(Ordering::SeqCst), 2);
     assert_eq!(counter.calls(), 2);
+}
+
+// 6a. A request's response future holds no clone of the inner service (a hyper-util
+// `Client`'s clone is several reference counts): 100 requests sent with a valid token clone it
+// not once. A retry goes through a clone of one the service kept, polled ready first: one
+// clone per retry, of a service that must be ready before each call.
+#[tokio::test]
+async fn requests_clone_the_inner_service_only_to_retry() {
+    let counter = Counter::new();
+    let inner = Strict::rejecting(["Bearer token-1"]);
+    let (clones, rejected) = (Arc::clone(&inner.clones), Arc::clone(&inner.rejected));
+    let mut service = AuthLayer::new(counter.refresher(Duration::ZERO)).layer(inner);
+
+    // Log in (token-1), rejected, refreshed (token-2), retried.
+    let response = service.ready().await.unwrap().call(get()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(body_text(response).await, "Bearer token-2");
+
+    let before = clones.load(Ordering::SeqCst);
+    for _ in 0..100 {
+        let response = service.ready().await.unwrap().call(get()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    assert_eq!(
+        clones.load(Ordering::SeqCst),
+        before,
+        "clones for 100 requests"
+    );
+
+    // The server stops taking token-2: one refresh, one retry, one clone for it.
+    rejected.lock().unwrap().push("Bearer token-2".to_owned());
+    let response = service.ready().await.unwrap().call(get()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(body_text(response).await, "Bearer token-3");
+    assert_eq!(
+        clones.load(Ordering::SeqCst),
+        before + 1,
+        "clones for one retry"
+    );
+    assert_eq!(counter.calls(), 3);
 }
 
 // 6b. The retry is the same request, however many values one header has (more than a header

@@ -20,6 +20,10 @@ use tower_auth_refresh::keyed::{KeyedAuthLayer, KeyedAuthService, MissingSession
 use tower_auth_refresh::store::KeyedFileStore;
 use tower_auth_refresh::{RefreshReason, RefreshRequest, RevokeRequest, TokenSet};
 
+#[path = "support/strict_service.rs"]
+mod strict_service;
+use strict_service::Strict;
+
 type Body = Full<Bytes>;
 
 /// The application's user id: the session key, as a request extension.
@@ -593,4 +597,49 @@ async fn a_session_is_not_evicted_while_its_refresh_runs() {
     assert_eq!(token_sent(&second), token_of(0, 1));
     assert_eq!(seen.calls(0), [RefreshReason::NoToken]);
     assert!(handle.state(&User(0)).is_some());
+}
+
+// A request's response future holds no clone of the inner service, as with one session: 100
+// requests for two users clone it not once; a user's retry goes through a clone of the one the
+// service kept, polled ready first.
+#[tokio::test]
+async fn keyed_requests_clone_the_inner_service_only_to_retry() {
+    let seen = Arc::new(Seen::default());
+    let inner = Strict::rejecting([]);
+    let (clones, rejected) = (Arc::clone(&inner.clones), Arc::clone(&inner.rejected));
+    let mut client = layer_of(&seen, Duration::ZERO).build().layer(inner);
+    for user in [1, 2] {
+        let response = client.ready().await.unwrap();
+        let response = response.call(request_for(user)).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    let before = clones.load(Ordering::SeqCst);
+    for n in 0..100 {
+        let ready = client.ready().await.unwrap();
+        let response = ready.call(request_for(1 + n % 2)).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    assert_eq!(
+        clones.load(Ordering::SeqCst),
+        before,
+        "clones for 100 requests"
+    );
+
+    rejected
+        .lock()
+        .unwrap()
+        .push(format!("Bearer {}", token_of(1, 1)));
+    let ready = client.ready().await.unwrap();
+    let response = ready.call(request_for(1)).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        clones.load(Ordering::SeqCst),
+        before + 1,
+        "clones for one retry"
+    );
+    assert_eq!(
+        seen.calls(1),
+        [RefreshReason::NoToken, RefreshReason::Rejected]
+    );
+    assert_eq!(seen.calls(2), [RefreshReason::NoToken]);
 }

@@ -34,16 +34,17 @@ pub(super) struct Pending<S, B, K> {
     request: Request<B>,
     service: S,
     kept: Option<Replay<K, B>>,
-    session: Session,
+    session: Session<S>,
 }
 
 /// A request sent with this layer's token, and what its response may call for.
 pub(super) struct Sent<S, B, K> {
     /// The generation of the token it was sent with.
     generation: u64,
-    session: Session,
-    /// What a retry needs: the kept copy and a clone of the inner service.
-    retry: Option<(Replay<K, B>, S)>,
+    /// The session, and the clone of the inner service that a retry goes through.
+    session: Session<S>,
+    /// The copy kept for a retry.
+    retry: Option<Replay<K, B>>,
     /// Its DPoP proof's key and URI, if it carried one.
     proof: Proof,
 }
@@ -117,7 +118,7 @@ pin_project! {
             #[pin]
             wait: Wait,
             retry: Option<(Request<B>, S)>,
-            session: Session,
+            session: Session<S>,
             // The retry answers a DPoP nonce challenge (same token), not a rejection.
             after_nonce: bool,
         },
@@ -130,7 +131,7 @@ pin_project! {
             #[pin]
             future: Oneshot<S, Request<B>>,
             generation: u64,
-            session: Session,
+            session: Session<S>,
             proof: Proof,
             after_nonce: bool,
         },
@@ -150,8 +151,8 @@ where
     pub(crate) fn sent(
         future: S::Future,
         generation: u64,
-        retry: Option<(Replay<K, B>, S)>,
-        session: Session,
+        retry: Option<Replay<K, B>>,
+        session: Session<S>,
         proof: Proof,
     ) -> Self {
         Self {
@@ -181,7 +182,7 @@ where
         request: Request<B>,
         service: S,
         kept: Option<Replay<K, B>>,
-        session: Session,
+        session: Session<S>,
     ) -> Self {
         Self {
             state: State::Cold {
@@ -216,7 +217,7 @@ where
 /// in the background for a request that cannot be replayed).
 fn on_response<S, B, K, ResB>(response: Response<ResB>, sent: Sent<S, B, K>) -> Next<S, B, K, ResB>
 where
-    S: Service<Request<B>>,
+    S: Service<Request<B>> + Clone,
 {
     let Sent {
         generation,
@@ -234,9 +235,7 @@ where
         Challenge::None => {}
         Challenge::Returned => return Next::Done(response),
         Challenge::Nonce => {
-            let Some(retry) =
-                retry.and_then(|(kept, service)| Some((kept.into_request()?, service)))
-            else {
+            let Some(retry) = retry.and_then(|kept| retry_of(kept, &session)) else {
                 return Next::Done(response);
             };
             // The same token (or a newer one, if it changed meanwhile), with a new proof.
@@ -261,8 +260,7 @@ where
         return Next::Done(response);
     }
     let status = response.status().as_u16();
-    let retry = retry.and_then(|(kept, service)| Some((kept.into_request()?, service)));
-    match retry {
+    match retry.and_then(|kept| retry_of(kept, &session)) {
         Some(retry) => {
             tracing::debug!(
                 generation,
@@ -357,11 +355,10 @@ where
                         .take()
                         .expect("ResponseFuture polled after completion");
                     let proof = authorize(&mut request, &entry, &session.rules().origins)?;
-                    let retry = kept.map(|kept| (kept, service.clone()));
                     let sent = Some(Sent {
                         generation: entry.generation,
                         session,
-                        retry,
+                        retry: kept,
                         proof,
                     });
                     // Sent at once if the service is ready (it usually is): one state less.
@@ -476,16 +473,25 @@ where
     }
 }
 
+/// The request a retry sends, rebuilt from the copy kept, and the service it goes through.
+fn retry_of<S: Clone, B, K>(kept: Replay<K, B>, session: &Session<S>) -> Option<(Request<B>, S)> {
+    Some((kept.into_request()?, session.retry_service()?))
+}
+
 /// Whether the response came from an origin the token may go to. A redirect followed inside
 /// the stack (tower-http's `FollowRedirect` records the last URI as `RequestUri`) may end at
 /// another origin, whose 401 says nothing about this layer's token.
-fn answered_by_allowed_origin<T>(response: &Response<T>, session: &Session) -> bool {
+fn answered_by_allowed_origin<T, S>(response: &Response<T>, session: &Session<S>) -> bool {
     redirected_to(response).is_none_or(|uri| session.rules().origins.allow(uri))
 }
 
 /// Where the response to a proved request came from, as an absolute URI, if a redirect
 /// followed inside the stack says so; nothing for a Bearer request (it does not matter there).
-fn proved_from<T>(proof: &Proof, response: &Response<T>, session: &Session) -> Option<http::Uri> {
+fn proved_from<T, S>(
+    proof: &Proof,
+    response: &Response<T>,
+    session: &Session<S>,
+) -> Option<http::Uri> {
     if !proof.is_some() {
         return None;
     }

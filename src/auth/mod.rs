@@ -21,4 +21,4 @@ pub use self::origin::{InvalidOrigin, Origin};
 pub use self::rejection::Rejection;
 pub use self::service::AuthService;
 #[cfg(feature = "keyed")]
-pub(crate) use self::service::{Rules, Session, attach, ours, send};
+pub(crate) use self::service::{Rules, Session, Shared, attach, ours, send};

@@ -14,7 +14,7 @@ use super::handle::KeyedHandle;
 use super::key::{KeyFrom, RequestHead};
 use super::service::{Keyed, KeyedAuthService};
 use super::sessions::Sessions;
-use crate::auth::{Origin, Rejection, Rules};
+use crate::auth::{Origin, Rejection, Rules, Shared};
 use crate::refresh::{BoxError, RefreshRequest};
 use crate::replay::CloneBody;
 use crate::token::TokenSet;
@@ -177,7 +177,7 @@ where
             self.replay.clone(),
             Arc::new(Keyed {
                 sessions: Arc::clone(&self.sessions),
-                rules: Arc::clone(&self.rules),
+                shared: Arc::new(Shared::new((*self.rules).clone())),
                 key_from: self.key_from.clone(),
                 default_key: self.default_key.clone(),
             }),

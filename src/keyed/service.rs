@@ -11,7 +11,7 @@ use tower::Service;
 use super::key::{KeyFrom, MissingSessionKey, RequestHead};
 use super::sessions::Sessions;
 use crate::auth::Replay;
-use crate::auth::{ResponseFuture, Rules, Session, attach, ours, send};
+use crate::auth::{ResponseFuture, Session, Shared, attach, ours, send};
 use crate::cache::TokenCache;
 use crate::refresh::BoxError;
 use crate::replay::{CloneBody, ReplayPolicy};
@@ -26,18 +26,19 @@ use crate::replay::{CloneBody, ReplayPolicy};
 pub struct KeyedAuthService<S, K, P = CloneBody> {
     inner: S,
     replay: P,
-    keyed: Arc<Keyed<K>>,
+    keyed: Arc<Keyed<K, S>>,
 }
 
-/// What a keyed service needs of its layer value.
-pub(super) struct Keyed<K> {
+/// What a keyed service needs of its layer value, and its own rules and retry service
+/// (shared by its clones).
+pub(super) struct Keyed<K, S> {
     pub(super) sessions: Arc<Sessions<K>>,
-    pub(super) rules: Arc<Rules>,
+    pub(super) shared: Arc<Shared<S>>,
     pub(super) key_from: KeyFrom<K>,
     pub(super) default_key: Option<K>,
 }
 
-impl<K> Keyed<K>
+impl<K, S> Keyed<K, S>
 where
     K: Clone + Hash + Eq + Send + Sync + 'static,
 {
@@ -58,7 +59,7 @@ where
 }
 
 impl<S, K, P> KeyedAuthService<S, K, P> {
-    pub(super) fn new(inner: S, replay: P, keyed: Arc<Keyed<K>>) -> Self {
+    pub(super) fn new(inner: S, replay: P, keyed: Arc<Keyed<K, S>>) -> Self {
         Self {
             inner,
             replay,
@@ -110,7 +111,8 @@ where
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let keyed = &*self.keyed;
         let mut kept = None;
-        if !ours(&request, &keyed.rules.origins) {
+        let rules = &keyed.shared.rules;
+        if !ours(&request, &rules.origins) {
             let request = self.replay.prepare(request, false, &mut kept);
             return ResponseFuture::passthrough(self.inner.call(request));
         }
@@ -118,18 +120,16 @@ where
             return ResponseFuture::failed(MissingSessionKey::of::<K>().into());
         };
         let mut request = self.replay.prepare(request, true, &mut kept);
-        let attached = attach(
-            &mut request,
-            cache.current().as_deref(),
-            &cache,
-            &keyed.rules,
-        );
+        if kept.is_some() {
+            keyed.shared.keep_for_retry(&self.inner);
+        }
+        let attached = attach(&mut request, cache.current().as_deref(), &cache, rules);
         send(
             &mut self.inner,
             request,
             kept.map(|kept| Replay::new(kept, P::replay)),
             attached,
-            Session::Keyed(cache, Arc::clone(&keyed.rules)),
+            Session::Keyed(cache, Arc::clone(&keyed.shared)),
         )
     }
 }
