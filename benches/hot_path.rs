@@ -7,7 +7,9 @@
 //! - `hot_path/ratios`, `contention/ratios` (tables): the services take turns, in rotating
 //!   order, each sending a short chunk of requests per round; the medians of the per-round
 //!   ratios, which the load of a shared machine disturbs far less than two measurements
-//!   taken seconds apart.
+//!   taken seconds apart. `BufferBody`'s API reads each body, as it must to record it; the
+//!   table's `add_authorization_reading` is `AddAuthorization` over an API that reads the
+//!   body the same way, and its last line per shape is `BufferBody`'s ratio to that.
 //!
 //! ```sh
 //! cargo bench --bench hot_path                  # full run
@@ -27,7 +29,7 @@ use tower::{Layer, Service};
 use tower_auth_refresh::replay::{BufferBody, NoReplay};
 use tower_http::auth::AddAuthorizationLayer;
 
-use hot::{Body, api, buffered_api, layer, request, send};
+use hot::{Body, api, buffered_api, layer, reading_api, request, send};
 
 fn bench_one<S>(c: &mut Criterion, group: &str, name: &str, mut service: S, with_headers: bool)
 where
@@ -219,6 +221,13 @@ fn ratio_tables(length: Length, args: &Args) {
                             in_loop,
                         ),
                     ),
+                    (
+                        "add_authorization_reading",
+                        chunk(
+                            AddAuthorizationLayer::bearer("token").layer(reading_api()),
+                            in_loop,
+                        ),
+                    ),
                 ];
                 // nanos[service][round]
                 let mut nanos = vec![Vec::new(); services.len()];
@@ -229,28 +238,37 @@ fn ratio_tables(length: Length, args: &Args) {
                         nanos[index].push(elapsed.as_nanos() as f64 / requests as f64);
                     }
                 }
-                for (index, (name, _)) in services.iter().enumerate() {
+                // The median and quartiles of the per-round ratios of `index` to `baseline`.
+                let ratio_to = |index: usize, baseline: usize| {
                     let mut ratios: Vec<f64> = nanos[index]
                         .iter()
-                        .zip(&nanos[1])
+                        .zip(&nanos[baseline])
                         .map(|(nanos, baseline)| nanos / baseline)
                         .collect();
                     let ratio = median(&mut ratios);
                     let (q1, q3) = (ratios[ratios.len() / 4], ratios[ratios.len() * 3 / 4]);
+                    (ratio, format!("{q1:.2}–{q3:.2}"))
+                };
+                let shape = if with_headers {
+                    "two_headers"
+                } else {
+                    "no_headers"
+                };
+                let built = if in_loop { "in loop" } else { "ahead" };
+                for (index, (name, _)) in services.iter().enumerate() {
+                    let (ratio, quartiles) = ratio_to(index, 1);
                     println!(
-                        "{:<12} {:<8} {:<24} {:>10.1} {:>12.2} {:>12}",
-                        if with_headers {
-                            "two_headers"
-                        } else {
-                            "no_headers"
-                        },
-                        if in_loop { "in loop" } else { "ahead" },
-                        name,
+                        "{shape:<12} {built:<8} {name:<24} {:>10.1} {ratio:>12.2} {quartiles:>12}",
                         median(&mut nanos[index].clone()),
-                        ratio,
-                        format!("{q1:.2}–{q3:.2}"),
                     );
                 }
+                // `BufferBody`'s API reads the body (it must, to record it); so does this
+                // baseline's: the ratio without the reading, which any client does.
+                let (ratio, quartiles) = ratio_to(4, 5);
+                println!(
+                    "{shape:<12} {built:<8} {:<24} {:>10} {ratio:>12.2} {quartiles:>12}",
+                    "buffer / add_reading", "",
+                );
             }
         }
     }

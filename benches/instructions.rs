@@ -20,17 +20,19 @@ use tower_auth_refresh::replay::{BufferBody, NoReplay};
 use tower_http::auth::AddAuthorizationLayer;
 
 use args::{Args, Length};
-use hot::{Body, api, buffered_api, layer, request, send};
+use hot::{Body, api, buffered_api, layer, reading_api, request, send};
 
 /// Requests counted per run.
 const REQUESTS: u64 = 20_000;
 
-const VARIANTS: [&str; 5] = [
+const VARIANTS: [&str; 6] = [
     "no_middleware",
     "add_authorization",
     "auth_service_no_replay",
     "auth_service",
     "auth_service_buffer",
+    // `AddAuthorization` over an API that reads the body, as `BufferBody`'s must.
+    "add_authorization_reading",
 ];
 
 /// In the child: sends `count` requests through `variant`.
@@ -66,6 +68,11 @@ fn child(variant: &str, count: u64, with_headers: bool) {
             layer
                 .replay_policy(BufferBody::default())
                 .layer(buffered_api()),
+            count,
+            with_headers,
+        ),
+        "add_authorization_reading" => run(
+            AddAuthorizationLayer::bearer("token").layer(reading_api()),
             count,
             with_headers,
         ),

@@ -65,11 +65,32 @@ pub(crate) fn buffered_api() -> impl Service<
 + Send
 + 'static {
     service_fn(|request: Request<ReplayBody<Body>>| {
-        let mut body = std::pin::pin!(request.into_body());
-        let mut cx = Context::from_waker(Waker::noop());
-        while let Poll::Ready(Some(_)) = http_body::Body::poll_frame(body.as_mut(), &mut cx) {}
+        read(request.into_body());
         ready(Ok(Response::new(Body::default())))
     })
+}
+
+/// `api` that streams the body as `buffered_api` does: the baseline that reads the body too.
+#[allow(dead_code)]
+pub(crate) fn reading_api() -> impl Service<
+    Request<Body>,
+    Response = Response<Body>,
+    Error = Infallible,
+    Future = Ready<Result<Response<Body>, Infallible>>,
+> + Clone
++ Send
++ 'static {
+    service_fn(|request: Request<Body>| {
+        read(request.into_body());
+        ready(Ok(Response::new(Body::default())))
+    })
+}
+
+/// Polls `body` to its end, frames dropped.
+fn read<B: http_body::Body>(body: B) {
+    let mut body = std::pin::pin!(body);
+    let mut cx = Context::from_waker(Waker::noop());
+    while let Poll::Ready(Some(_)) = body.as_mut().poll_frame(&mut cx) {}
 }
 
 /// A layer holding a valid token.
