@@ -23,7 +23,7 @@ use tower_test::mock;
 
 #[path = "support/strict_service.rs"]
 mod strict_service;
-use strict_service::Strict;
+use strict_service::{Strict, served_by};
 
 const LIFETIME: Duration = Duration::from_secs(900);
 
@@ -556,6 +556,52 @@ async fn requests_clone_the_inner_service_only_to_retry() {
         "clones for one retry"
     );
     assert_eq!(counter.calls(), 3);
+}
+
+// 6a'. A retry goes through the inner service of the value that sent the request: a clone
+// changed through `get_mut` before it sends keeps its own for its retries, and a value changed
+// through `get_mut` after its first retry sends the next retry through the changed one.
+#[tokio::test]
+async fn a_retry_goes_through_the_inner_service_of_the_value_that_sent_it() {
+    let counter = Counter::new();
+    let mut inner = Strict::rejecting(["Bearer token-1"]);
+    inner.name = "a".to_owned();
+    let rejected = Arc::clone(&inner.rejected);
+    let mut original = AuthLayer::new(counter.refresher(Duration::ZERO)).layer(inner);
+    let mut clone = original.clone();
+    clone.get_mut().name = "b".to_owned();
+    // Who answered, with which token.
+    async fn send(service: &mut tower_auth_refresh::AuthService<Strict>) -> (String, String) {
+        let response = service.ready().await.unwrap().call(get()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        (served_by(&response).to_owned(), body_text(response).await)
+    }
+
+    // The clone sends first: token-1 is rejected, the retry goes through "b".
+    assert_eq!(
+        send(&mut clone).await,
+        ("b".into(), "Bearer token-2".into())
+    );
+    // The original's retry goes through its own "a".
+    rejected.lock().unwrap().push("Bearer token-2".to_owned());
+    assert_eq!(
+        send(&mut original).await,
+        ("a".into(), "Bearer token-3".into())
+    );
+    // Changed through `get_mut` after its retries began: the next retry goes through "c".
+    original.get_mut().name = "c".to_owned();
+    rejected.lock().unwrap().push("Bearer token-3".to_owned());
+    assert_eq!(
+        send(&mut original).await,
+        ("c".into(), "Bearer token-4".into())
+    );
+    // The clone is untouched by either change.
+    rejected.lock().unwrap().push("Bearer token-4".to_owned());
+    assert_eq!(
+        send(&mut clone).await,
+        ("b".into(), "Bearer token-5".into())
+    );
+    assert_eq!(counter.calls(), 5);
 }
 
 // 6b. The retry is the same request, however many values one header has (more than a header

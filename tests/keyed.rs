@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::AUTHORIZATION;
 use http::{Request, Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use tower::{Layer, Service, ServiceExt, service_fn};
 use tower_auth_refresh::keyed::{KeyedAuthLayer, KeyedAuthService, MissingSessionKey, RequestHead};
 use tower_auth_refresh::store::KeyedFileStore;
@@ -22,7 +22,7 @@ use tower_auth_refresh::{RefreshReason, RefreshRequest, RevokeRequest, TokenSet}
 
 #[path = "support/strict_service.rs"]
 mod strict_service;
-use strict_service::Strict;
+use strict_service::{Strict, served_by};
 
 type Body = Full<Bytes>;
 
@@ -642,4 +642,43 @@ async fn keyed_requests_clone_the_inner_service_only_to_retry() {
         [RefreshReason::NoToken, RefreshReason::Rejected]
     );
     assert_eq!(seen.calls(2), [RefreshReason::NoToken]);
+}
+
+// As for one session: a keyed retry goes through the inner service of the value that sent
+// the request, and a value changed through `get_mut` sends its next retry through the change.
+#[tokio::test]
+async fn a_keyed_retry_goes_through_the_inner_service_of_the_value_that_sent_it() {
+    let seen = Arc::new(Seen::default());
+    let mut inner = Strict::rejecting([]);
+    inner.name = "a".to_owned();
+    let rejected = Arc::clone(&inner.rejected);
+    let mut original = layer_of(&seen, Duration::ZERO).build().layer(inner);
+    let mut clone = original.clone();
+    clone.get_mut().name = "b".to_owned();
+    // Who answered user 1, with which token.
+    async fn send(service: &mut KeyedAuthService<Strict, User>) -> (String, String) {
+        let ready = service.ready().await.unwrap();
+        let response = ready.call(request_for(1)).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let name = served_by(&response).to_owned();
+        let token = response.into_body().collect().await.unwrap().to_bytes();
+        (name, String::from_utf8(token.to_vec()).unwrap())
+    }
+    let reject = |n| {
+        rejected
+            .lock()
+            .unwrap()
+            .push(format!("Bearer {}", token_of(1, n)))
+    };
+    let answer = |name: &str, n| (name.to_owned(), format!("Bearer {}", token_of(1, n)));
+
+    assert_eq!(send(&mut clone).await, answer("b", 1));
+    assert_eq!(send(&mut original).await, answer("a", 1));
+    reject(1);
+    assert_eq!(send(&mut original).await, answer("a", 2));
+    original.get_mut().name = "c".to_owned();
+    reject(2);
+    assert_eq!(send(&mut original).await, answer("c", 3));
+    reject(3);
+    assert_eq!(send(&mut clone).await, answer("b", 4));
 }

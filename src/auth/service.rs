@@ -30,13 +30,16 @@ use crate::replay::{CloneBody, ReplayPolicy};
 /// Errors are [`BoxError`]s: the inner service's error passes through unchanged (downcast it
 /// to its own type), and a failed refresh is a [`RefreshError`](crate::RefreshError).
 ///
-/// A retry goes through a clone of the inner service that this service (or a clone of it)
-/// took when it first sent a request that can be retried, polled ready again: a request's
-/// response future does not hold a clone of its own (a hyper-util `Client`'s costs 1–2 % of
-/// the throughput of loopback requests, 64 in flight). The clones of tower's clients are
-/// interchangeable (hyper-util's `Client`, tonic's `Channel`, `Buffer`, `ConcurrencyLimit`);
-/// a change made through [`get_mut`](Self::get_mut) after that first request does not reach
-/// the retries.
+/// A retry goes through a clone of the inner service, polled ready first. The service value
+/// takes one clone for its retries when it first sends a request that can be retried, and
+/// its clones share it; [`get_mut`](Self::get_mut) gives the value a new one, taken at its
+/// next such request. A request sent at once holds no clone of its own (one that waits for
+/// a token holds the clone it will be sent through): over loopback, with 64 requests in
+/// flight, a hyper-util `Client`'s clone per request cost about 1 % of the throughput. The
+/// clones of tower's clients are interchangeable (hyper-util's `Client`, tonic's `Channel`,
+/// `Buffer`, `ConcurrencyLimit`); for a service whose clones carry state of their own, a
+/// retry sees the state of the clone taken at that first request, not the state the
+/// service has reached since.
 ///
 /// Clones share the token cache. See the [crate example](crate#example).
 #[derive(Clone)]
@@ -73,13 +76,22 @@ impl<S> Shared<S> {
     }
 
     /// Keeps a clone of `inner` for the retries, if none is kept yet: called before a
-    /// request that can be retried is sent.
+    /// request that can be retried is sent. Two threads sending their first requests at
+    /// once may both clone; one clone is kept, and neither waits for the other's.
     #[inline]
     pub(crate) fn keep_for_retry(&self, inner: &S)
     where
         S: Clone,
     {
-        self.retry.get_or_init(|| Mutex::new(inner.clone()));
+        if self.retry.get().is_none() {
+            let _ = self.retry.set(Mutex::new(inner.clone()));
+        }
+    }
+
+    /// The same rules, with no service kept for the retries: for a service value whose
+    /// inner service was changed through `get_mut`.
+    pub(crate) fn detached(&self) -> Self {
+        Self::new(self.rules.clone())
     }
 }
 
@@ -170,8 +182,14 @@ impl<S, P> AuthService<S, P> {
         &self.inner
     }
 
-    /// The wrapped service, mutably.
+    /// The wrapped service, mutably. This service value's retries go through the service as
+    /// changed (a clone of it, taken at the next request that can be retried); its clones,
+    /// and the requests already sent, keep theirs.
     pub fn get_mut(&mut self) -> &mut S {
+        self.one = Arc::new(One {
+            cache: self.one.cache.clone(),
+            shared: self.one.shared.detached(),
+        });
         &mut self.inner
     }
 

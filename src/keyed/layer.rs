@@ -177,10 +177,10 @@ where
             self.replay.clone(),
             Arc::new(Keyed {
                 sessions: Arc::clone(&self.sessions),
-                shared: Arc::new(Shared::new((*self.rules).clone())),
                 key_from: self.key_from.clone(),
                 default_key: self.default_key.clone(),
             }),
+            Shared::new((*self.rules).clone()),
         )
     }
 }

@@ -23,22 +23,27 @@ use crate::replay::{CloneBody, ReplayPolicy};
 ///
 /// A request that would get a token but names no session fails with [`MissingSessionKey`],
 /// and is not sent.
+///
+/// Retries go through a clone of the inner service that the service value keeps for all its
+/// keys, taken at its first request that can be retried and renewed by
+/// [`get_mut`](Self::get_mut), as [`AuthService`](crate::AuthService) describes.
 pub struct KeyedAuthService<S, K, P = CloneBody> {
     inner: S,
     replay: P,
-    keyed: Arc<Keyed<K, S>>,
+    keyed: Arc<Keyed<K>>,
+    /// Its layer value's rules, and the service its retries go through (shared by its
+    /// clones until `get_mut`).
+    shared: Arc<Shared<S>>,
 }
 
-/// What a keyed service needs of its layer value, and its own rules and retry service
-/// (shared by its clones).
-pub(super) struct Keyed<K, S> {
+/// What a keyed service needs of its layer value (shared by its clones).
+pub(super) struct Keyed<K> {
     pub(super) sessions: Arc<Sessions<K>>,
-    pub(super) shared: Arc<Shared<S>>,
     pub(super) key_from: KeyFrom<K>,
     pub(super) default_key: Option<K>,
 }
 
-impl<K, S> Keyed<K, S>
+impl<K> Keyed<K>
 where
     K: Clone + Hash + Eq + Send + Sync + 'static,
 {
@@ -59,11 +64,12 @@ where
 }
 
 impl<S, K, P> KeyedAuthService<S, K, P> {
-    pub(super) fn new(inner: S, replay: P, keyed: Arc<Keyed<K, S>>) -> Self {
+    pub(super) fn new(inner: S, replay: P, keyed: Arc<Keyed<K>>, shared: Shared<S>) -> Self {
         Self {
             inner,
             replay,
             keyed,
+            shared: Arc::new(shared),
         }
     }
 
@@ -72,8 +78,11 @@ impl<S, K, P> KeyedAuthService<S, K, P> {
         &self.inner
     }
 
-    /// The wrapped service, mutably.
+    /// The wrapped service, mutably. This service value's retries go through the service as
+    /// changed (a clone of it, taken at the next request that can be retried); its clones,
+    /// and the requests already sent, keep theirs.
     pub fn get_mut(&mut self) -> &mut S {
+        self.shared = Arc::new(self.shared.detached());
         &mut self.inner
     }
 
@@ -89,6 +98,7 @@ impl<S: Clone, K, P: Clone> Clone for KeyedAuthService<S, K, P> {
             inner: self.inner.clone(),
             replay: self.replay.clone(),
             keyed: Arc::clone(&self.keyed),
+            shared: Arc::clone(&self.shared),
         }
     }
 }
@@ -111,7 +121,7 @@ where
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let keyed = &*self.keyed;
         let mut kept = None;
-        let rules = &keyed.shared.rules;
+        let rules = &self.shared.rules;
         if !ours(&request, &rules.origins) {
             let request = self.replay.prepare(request, false, &mut kept);
             return ResponseFuture::passthrough(self.inner.call(request));
@@ -121,7 +131,7 @@ where
         };
         let mut request = self.replay.prepare(request, true, &mut kept);
         if kept.is_some() {
-            keyed.shared.keep_for_retry(&self.inner);
+            self.shared.keep_for_retry(&self.inner);
         }
         let attached = attach(&mut request, cache.current().as_deref(), &cache, rules);
         send(
@@ -129,7 +139,7 @@ where
             request,
             kept.map(|kept| Replay::new(kept, P::replay)),
             attached,
-            Session::Keyed(cache, Arc::clone(&keyed.shared)),
+            Session::Keyed(cache, Arc::clone(&self.shared)),
         )
     }
 }

@@ -14,10 +14,12 @@ use tower::Service;
 
 /// An inner service that counts its clones, must be polled ready before each call (as
 /// tower's `Buffer` must), and answers 401 to the tokens in `rejected`, else 200 with the
-/// request's `Authorization`.
+/// request's `Authorization`, and its `name` in `x-served-by`.
 pub struct Strict {
     pub clones: Arc<AtomicUsize>,
     pub rejected: Arc<Mutex<Vec<String>>>,
+    /// Which service answered: a clone keeps it, `get_mut` changes it.
+    pub name: String,
     ready: bool,
 }
 
@@ -27,9 +29,16 @@ impl Strict {
         Self {
             clones: Arc::default(),
             rejected: Arc::new(Mutex::new(rejected)),
+            name: String::new(),
             ready: false,
         }
     }
+}
+
+/// The `name` of the service that answered `response`.
+#[allow(dead_code)]
+pub fn served_by<B>(response: &Response<B>) -> &str {
+    response.headers()["x-served-by"].to_str().unwrap()
 }
 
 impl Clone for Strict {
@@ -38,6 +47,7 @@ impl Clone for Strict {
         Self {
             clones: Arc::clone(&self.clones),
             rejected: Arc::clone(&self.rejected),
+            name: self.name.clone(),
             ready: false,
         }
     }
@@ -70,6 +80,8 @@ impl Service<Request<Full<Bytes>>> for Strict {
         };
         let mut response = Response::new(Full::new(Bytes::from(token)));
         *response.status_mut() = status;
+        let name = http::HeaderValue::from_str(&self.name).unwrap();
+        response.headers_mut().insert("x-served-by", name);
         std::future::ready(Ok(response))
     }
 }
