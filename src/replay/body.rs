@@ -62,6 +62,7 @@ impl Record {
     }
 }
 
+#[inline]
 fn lock(record: &Shared) -> MutexGuard<'_, Record> {
     record.0.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -103,6 +104,7 @@ impl Drop for Shared {
 }
 
 impl<B> ReplayBody<B> {
+    #[inline]
     pub(crate) fn new(body: B, max: usize) -> Self {
         Self {
             role: Role::Original {
@@ -114,6 +116,7 @@ impl<B> ReplayBody<B> {
     }
 
     /// A copy that will replay the record; `None` for a copy of a copy.
+    #[inline]
     pub(crate) fn replay_copy(&self) -> Option<Self> {
         match &self.role {
             Role::Original { record, .. } => Some(Self {
@@ -355,6 +358,56 @@ mod tests {
         let copy = original.replay_copy().unwrap();
         original.frame().await.unwrap().unwrap();
         assert!(copy.is_replayable(), "no poll for the end is needed");
+    }
+
+    /// Streams `chunks`, and says it has ended once `ends_after` of them were streamed.
+    struct EndsLater {
+        chunks: Vec<&'static [u8]>,
+        ends_after: usize,
+        streamed: usize,
+    }
+
+    impl Body for EndsLater {
+        type Data = Bytes;
+        type Error = Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+            let Some(chunk) = self.chunks.get(self.streamed).copied() else {
+                return Poll::Ready(None);
+            };
+            self.streamed += 1;
+            Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(chunk)))))
+        }
+
+        fn is_end_stream(&self) -> bool {
+            self.streamed >= self.ends_after
+        }
+    }
+
+    // A body whose end comes after its last frame was polled (a channel whose sender went):
+    // asking whether it ended completes the record with what it streamed.
+    #[tokio::test]
+    async fn an_end_that_comes_after_the_last_poll_completes_the_record() {
+        let later = EndsLater {
+            chunks: vec![b"all of it"],
+            ends_after: usize::MAX,
+            streamed: 0,
+        };
+        let mut original = ReplayBody::new(later, 64);
+        let copy = original.replay_copy().unwrap();
+        original.frame().await.unwrap().unwrap();
+        assert!(!copy.is_replayable(), "not ended yet");
+        match &mut original.role {
+            Role::Original { body, .. } => body.ends_after = 1,
+            Role::Copy { .. } => unreachable!(),
+        }
+        assert!(original.is_end_stream());
+        assert!(copy.is_replayable());
+        assert_eq!(copy.size_hint().exact(), Some(9));
+        assert_eq!(copy.collect().await.unwrap().to_bytes(), "all of it");
     }
 
     fn spares() -> usize {

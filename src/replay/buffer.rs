@@ -76,6 +76,7 @@ where
     type Body = ReplayBody<B>;
     type Kept = Snapshot<ReplayBody<B>>;
 
+    #[inline]
     fn prepare(
         &self,
         request: Request<B>,
