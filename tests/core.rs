@@ -657,6 +657,83 @@ async fn an_absolute_request_for_star_is_sent_once() {
     assert_eq!(calls.load(Ordering::SeqCst), 1, "not retried");
 }
 
+// 6d. A replay policy of the caller's own: `keep` sees the request before the layer's token
+// is attached, `prepare` the request as it is sent (the token attached when it is sent at
+// once), and a rejected request is retried from what `keep` kept, with the new token.
+#[derive(Clone, Default)]
+struct WholeRequest {
+    seen: Arc<std::sync::Mutex<Vec<(&'static str, String)>>>,
+}
+
+static WHOLE_REQUEST_REPLAYS: AtomicUsize = AtomicUsize::new(0);
+
+impl tower_auth_refresh::replay::ReplayPolicy<Full<Bytes>> for WholeRequest {
+    type Body = Full<Bytes>;
+    type Kept = Request<Full<Bytes>>;
+
+    fn keep(&self, request: &Request<Full<Bytes>>) -> Option<Self::Kept> {
+        self.seen.lock().unwrap().push(("keep", bearer(request)));
+        let mut copy = Request::new(request.body().clone());
+        *copy.method_mut() = request.method().clone();
+        *copy.uri_mut() = request.uri().clone();
+        *copy.headers_mut() = request.headers().clone();
+        Some(copy)
+    }
+
+    fn prepare(
+        &self,
+        request: Request<Full<Bytes>>,
+        kept: Option<&Self::Kept>,
+    ) -> Request<Full<Bytes>> {
+        assert_eq!(kept.map(|kept| kept.uri()), Some(request.uri()));
+        self.seen
+            .lock()
+            .unwrap()
+            .push(("prepare", bearer(&request)));
+        request
+    }
+
+    fn replay(kept: Self::Kept) -> Option<Request<Full<Bytes>>> {
+        WHOLE_REQUEST_REPLAYS.fetch_add(1, Ordering::SeqCst);
+        Some(kept)
+    }
+}
+
+#[tokio::test]
+async fn a_replay_policy_of_the_callers_own_keeps_before_the_token_and_replays() {
+    let counter = Counter::new();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let policy = WholeRequest::default();
+    let service = AuthLayer::new(counter.refresher(Duration::ZERO))
+        .replay_policy(policy.clone())
+        .layer(api(|token| token != "token-1", calls.clone()));
+    // The first request waits for the login (token-1), is rejected, and is retried from the
+    // kept copy with token-2.
+    let response = service.clone().oneshot(get()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(body_text(response).await, "Bearer token-2");
+    assert_eq!(WHOLE_REQUEST_REPLAYS.load(Ordering::SeqCst), 1);
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    // The second is sent at once: prepared with the token attached.
+    let response = service.oneshot(get()).await.unwrap();
+    assert_eq!(body_text(response).await, "Bearer token-2");
+    let seen = policy.seen.lock().unwrap().clone();
+    let seen: Vec<(&str, &str)> = seen
+        .iter()
+        .map(|(step, token)| (*step, &token[..]))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("keep", ""),
+            ("prepare", ""),
+            ("keep", ""),
+            ("prepare", "Bearer token-2"),
+        ]
+    );
+    assert_eq!(WHOLE_REQUEST_REPLAYS.load(Ordering::SeqCst), 1);
+}
+
 // 7. A streaming body cannot be replayed: the 401 comes back, the body was sent once, and the
 // token is still refreshed for the next request.
 #[tokio::test]

@@ -118,25 +118,25 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
-    fn call(&mut self, request: Request<B>) -> Self::Future {
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let keyed = &*self.keyed;
-        let mut kept = None;
         let rules = &self.shared.rules;
         if !ours(&request, &rules.origins) {
-            let request = self.replay.prepare(request, false, &mut kept);
-            return ResponseFuture::passthrough(self.inner.call(request));
+            return ResponseFuture::passthrough(
+                self.inner.call(self.replay.prepare(request, None)),
+            );
         }
         let Some(cache) = keyed.session(&request) else {
             return ResponseFuture::failed(MissingSessionKey::of::<K>().into());
         };
-        let mut request = self.replay.prepare(request, true, &mut kept);
+        let kept = self.replay.keep(&request);
         if kept.is_some() {
             self.shared.keep_for_retry(&self.inner);
         }
         let attached = attach(&mut request, cache.current().as_deref(), &cache, rules);
         send(
             &mut self.inner,
-            request,
+            self.replay.prepare(request, kept.as_ref()),
             kept.map(|kept| Replay::new(kept, P::replay)),
             attached,
             Session::Keyed(cache, Arc::clone(&self.shared)),

@@ -104,19 +104,40 @@ impl Drop for Shared {
 }
 
 impl<B> ReplayBody<B> {
-    #[inline]
+    /// An original that records what `body` streams, up to `max` bytes.
+    #[cfg(test)]
     pub(crate) fn new(body: B, max: usize) -> Self {
+        Self::recording(body, max, None)
+    }
+
+    /// An original that records what `body` streams, up to `max` bytes, for `copy` to replay
+    /// (a record of its own if there is no copy, or `copy` is not one).
+    #[inline]
+    pub(crate) fn recording(body: B, max: usize, copy: Option<&Self>) -> Self {
+        let record = match copy.map(|copy| &copy.role) {
+            Some(Role::Copy { record, .. }) => record.share(),
+            _ => Shared::new(),
+        };
         Self {
-            role: Role::Original {
-                body,
+            role: Role::Original { body, record, max },
+        }
+    }
+
+    /// A copy that will replay what an original made with [`recording`](Self::recording)
+    /// records.
+    #[inline]
+    pub(crate) fn copy() -> Self {
+        Self {
+            role: Role::Copy {
                 record: Shared::new(),
-                max,
+                next: 0,
+                trailers_sent: false,
             },
         }
     }
 
     /// A copy that will replay the record; `None` for a copy of a copy.
-    #[inline]
+    #[cfg(test)]
     pub(crate) fn replay_copy(&self) -> Option<Self> {
         match &self.role {
             Role::Original { record, .. } => Some(Self {

@@ -76,22 +76,21 @@ where
     type Body = ReplayBody<B>;
     type Kept = Snapshot<ReplayBody<B>>;
 
+    /// A snapshot of the request's text, with a copy of its body that will replay what the
+    /// original streams ([`prepare`](ReplayPolicy::prepare) ties the two).
+    #[inline]
+    fn keep(&self, request: &Request<B>) -> Option<Snapshot<ReplayBody<B>>> {
+        Snapshot::of(request, ReplayBody::copy())
+    }
+
     #[inline]
     fn prepare(
         &self,
         request: Request<B>,
-        keep: bool,
-        kept: &mut Option<Snapshot<ReplayBody<B>>>,
+        kept: Option<&Snapshot<ReplayBody<B>>>,
     ) -> Request<ReplayBody<B>> {
-        let request = request.map(|body| ReplayBody::new(body, self.max));
-        // The copy replays what the original streams; the rest is a snapshot of its text.
-        if keep {
-            *kept = request
-                .body()
-                .replay_copy()
-                .and_then(|body| Snapshot::of(&request, body));
-        }
-        request
+        let copy = kept.map(Snapshot::body);
+        request.map(|body| ReplayBody::recording(body, self.max, copy))
     }
 
     fn replay(copy: Snapshot<ReplayBody<B>>) -> Option<Request<ReplayBody<B>>> {
@@ -118,16 +117,15 @@ where
     type Body = T;
     type Kept = (Snapshot<ReplayBody<B>>, F);
 
-    fn prepare(
-        &self,
-        request: Request<B>,
-        keep: bool,
-        kept: &mut Option<Self::Kept>,
-    ) -> Request<T> {
-        let mut copy = None;
-        let request = self.buffer.prepare(request, keep, &mut copy);
-        *kept = copy.map(|copy| (copy, self.into.clone()));
-        request.map(&self.into)
+    fn keep(&self, request: &Request<B>) -> Option<Self::Kept> {
+        let copy = self.buffer.keep(request)?;
+        Some((copy, self.into.clone()))
+    }
+
+    fn prepare(&self, request: Request<B>, kept: Option<&Self::Kept>) -> Request<T> {
+        self.buffer
+            .prepare(request, kept.map(|(copy, _)| copy))
+            .map(&self.into)
     }
 
     fn replay((copy, into): Self::Kept) -> Option<Request<T>> {

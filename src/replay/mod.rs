@@ -35,21 +35,21 @@
 //! };
 //!
 //! // `Full<Bytes>` is replayable: a snapshot is kept before it is sent, and made into the copy.
-//! let mut copy = None;
-//! let sent = CloneBody.prepare(request(), true, &mut copy);
-//! let copy = CloneBody::replay(copy.unwrap()).expect("a clone replays");
+//! let request = request();
+//! let copy = CloneBody.keep(&request).expect("a replayable body");
+//! let sent = CloneBody.prepare(request, Some(&copy));
+//! let copy = CloneBody::replay(copy).expect("a clone replays");
 //! assert_eq!(copy.uri(), sent.uri());
 //!
 //! // `BufferBody` replays what the original streamed, once it streamed whole.
-//! let mut copy = None;
-//! let sent = BufferBody::default().prepare(request(), true, &mut copy);
+//! let request = request();
+//! let copy = BufferBody::default().keep(&request).unwrap();
+//! let sent = BufferBody::default().prepare(request, Some(&copy));
 //! sent.into_body().collect().await.unwrap();
-//! let copy = <BufferBody as ReplayPolicy<Full<Bytes>>>::replay(copy.unwrap()).unwrap();
+//! let copy = <BufferBody as ReplayPolicy<Full<Bytes>>>::replay(copy).unwrap();
 //! assert_eq!(copy.into_body().collect().await.unwrap().to_bytes(), "{}");
 //!
-//! let mut copy = None;
-//! NoReplay.prepare(request(), true, &mut copy);
-//! assert!(copy.is_none());
+//! assert!(NoReplay.keep(&request()).is_none());
 //! # }
 //! ```
 //!

@@ -4,12 +4,18 @@ use http::Request;
 
 use super::{ReplayableBody, Snapshot};
 
-/// Prepares requests for sending and keeps what a retry needs.
+/// Keeps what a retry needs, and prepares requests for sending.
 ///
-/// For each request the service calls [`prepare`](Self::prepare): the inner service receives
-/// `Request<Self::Body>`, and, for a request the layer may retry, the policy keeps a
-/// [`Kept`](Self::Kept) value. If the first attempt is rejected, [`replay`](Self::replay) turns
-/// that value into the request to send again, or says it cannot.
+/// For a request the layer may retry, the service first calls [`keep`](Self::keep), before it
+/// attaches its token, and holds what it returns. For every request it then calls
+/// [`prepare`](Self::prepare): the inner service receives `Request<Self::Body>`. If the first
+/// attempt is rejected, [`replay`](Self::replay) turns the kept value into the request to send
+/// again, or says it cannot.
+///
+/// Two steps rather than one, so that the request moves from the caller to the inner service
+/// through `prepare` alone: moved through a function that also reads it by reference, a
+/// `Request` (256 bytes) is copied once more on the way, and those copies were the largest
+/// part of what `CloneBody` cost beyond `NoReplay` (BENCHMARKS.md).
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot replay requests with a body of type `{B}`",
     label = "the replay policy for this body type",
@@ -22,16 +28,15 @@ pub trait ReplayPolicy<B>: Clone {
     /// What is kept, before the request is sent, to make the retry from.
     type Kept;
 
-    /// Turns the caller's request into the one sent (e.g. wraps its body) and, when `keep` is
-    /// true (the request is one the layer may retry), puts what a retry needs into `kept`
-    /// (left `None` if the request cannot be replayed). An out-parameter rather than a pair:
-    /// returned alone, the request is not copied on the way.
-    fn prepare(
-        &self,
-        request: Request<B>,
-        keep: bool,
-        kept: &mut Option<Self::Kept>,
-    ) -> Request<Self::Body>;
+    /// What a retry of `request` needs, or `None` if it cannot be replayed. Called only for a
+    /// request the layer may retry, before the layer's token is attached.
+    fn keep(&self, request: &Request<B>) -> Option<Self::Kept>;
+
+    /// Turns the caller's request into the one sent (e.g. wraps its body). `kept` is what
+    /// [`keep`](Self::keep) returned for it (`None` if it was not asked, or kept nothing).
+    /// The layer's token may be attached already: a request sent at once gets it before,
+    /// one that waits for a token after.
+    fn prepare(&self, request: Request<B>, kept: Option<&Self::Kept>) -> Request<Self::Body>;
 
     /// The request to send again, made from what was kept; `None` if it turns out it cannot
     /// be replayed (asked after the first attempt was rejected).
@@ -60,15 +65,12 @@ where
     type Kept = Snapshot<B>;
 
     #[inline]
-    fn prepare(
-        &self,
-        request: Request<B>,
-        keep: bool,
-        kept: &mut Option<Snapshot<B>>,
-    ) -> Request<B> {
-        if keep {
-            *kept = Snapshot::of(&request, request.body().clone());
-        }
+    fn keep(&self, request: &Request<B>) -> Option<Snapshot<B>> {
+        Snapshot::of(request, request.body().clone())
+    }
+
+    #[inline]
+    fn prepare(&self, request: Request<B>, _kept: Option<&Snapshot<B>>) -> Request<B> {
         request
     }
 
@@ -88,12 +90,12 @@ impl<B> ReplayPolicy<B> for NoReplay {
     type Kept = std::convert::Infallible;
 
     #[inline]
-    fn prepare(
-        &self,
-        request: Request<B>,
-        _keep: bool,
-        _kept: &mut Option<Self::Kept>,
-    ) -> Request<B> {
+    fn keep(&self, _request: &Request<B>) -> Option<Self::Kept> {
+        None
+    }
+
+    #[inline]
+    fn prepare(&self, request: Request<B>, _kept: Option<&Self::Kept>) -> Request<B> {
         request
     }
 

@@ -61,7 +61,7 @@ impl<B> Snapshot<B> {
     /// `/` after an authority, such as HTTP/2's `*`, or one that could read back as an
     /// authority): such a request is not retried.
     #[inline]
-    pub(crate) fn of(request: &Request<B>, body: B) -> Option<Self> {
+    pub(crate) fn of<A>(request: &Request<A>, body: B) -> Option<Self> {
         let method = request.method();
         let (code, method_name) = match METHODS.iter().position(|m| m == method) {
             Some(code) => (code as u8, &b""[..]),
