@@ -35,6 +35,9 @@ pin_project! {
             record: Shared,
             // The cap: past it, the record is spoiled.
             max: usize,
+            // The body said it ended, and the record is complete: its end need not be
+            // recorded again (a lock fewer for a client that asks, as hyper does).
+            ended: bool,
         },
         Copy {
             record: Shared,
@@ -64,7 +67,7 @@ impl Record {
 
 #[inline]
 fn lock(record: &Shared) -> MutexGuard<'_, Record> {
-    record.0.lock().unwrap_or_else(PoisonError::into_inner)
+    record.arc().lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 thread_local! {
@@ -74,32 +77,51 @@ thread_local! {
 /// The record an original and its copy share. The last of the two to go gives it back,
 /// emptied, to this thread's spares, and the thread's next recording body takes it instead of
 /// a new allocation (as the copies' text buffers are, in `spare.rs`).
-struct Shared(Arc<Mutex<Record>>);
+///
+/// `None` only while it is dropped: the record moves into the spares as it is, without a
+/// reference count taken and given back on the way.
+struct Shared(Option<Arc<Mutex<Record>>>);
 
 impl Shared {
     #[inline]
     fn new() -> Self {
-        Self(spare::take(&SPARE).unwrap_or_default())
+        Self(Some(spare::take(&SPARE).unwrap_or_default()))
     }
 
     #[inline]
     fn share(&self) -> Self {
-        Self(Arc::clone(&self.0))
+        Self(self.0.clone())
+    }
+
+    #[inline]
+    fn arc(&self) -> &Arc<Mutex<Record>> {
+        match &self.0 {
+            Some(record) => record,
+            // Taken only in `drop`.
+            None => unreachable!("a record is taken only when it is dropped"),
+        }
     }
 }
 
 impl Drop for Shared {
     #[inline]
     fn drop(&mut self) {
-        // The other holds it still: it gives it back.
-        let Some(record) = Arc::get_mut(&mut self.0) else {
+        let Some(mut record) = self.0.take() else {
+            return;
+        };
+        // The other holds it still: it gives it back. (A plain load first: `get_mut` writes,
+        // and the first of the two to go need not.)
+        if Arc::strong_count(&record) > 1 {
+            return;
+        }
+        let Some(inner) = Arc::get_mut(&mut record) else {
             return;
         };
         // Emptied now: the chunks and trailers it held are released with this body.
-        *record.get_mut().unwrap_or_else(PoisonError::into_inner) = Record::default();
-        record.clear_poison();
+        *inner.get_mut().unwrap_or_else(PoisonError::into_inner) = Record::default();
+        inner.clear_poison();
         // A thread that is ending, or a full list: the record is freed.
-        spare::give_back(&SPARE, || Arc::clone(&self.0));
+        spare::give_back(&SPARE, move || record);
     }
 }
 
@@ -119,7 +141,12 @@ impl<B> ReplayBody<B> {
             _ => Shared::new(),
         };
         Self {
-            role: Role::Original { body, record, max },
+            role: Role::Original {
+                body,
+                record,
+                max,
+                ended: false,
+            },
         }
     }
 
@@ -177,8 +204,12 @@ where
                 mut body,
                 record,
                 max,
+                ended,
             } => {
                 let frame = ready!(body.as_mut().poll_frame(cx));
+                if frame.is_none() && *ended {
+                    return Poll::Ready(None);
+                }
                 let mut record = lock(record);
                 let frame = match frame {
                     None => {
@@ -208,6 +239,7 @@ where
                         // does, and never polls a body that is empty from the start).
                         if body.is_end_stream() {
                             record.complete = true;
+                            *ended = true;
                         }
                         Frame::data(bytes)
                     }
@@ -255,9 +287,14 @@ where
 
     fn is_end_stream(&self) -> bool {
         match &self.role {
-            Role::Original { body, record, .. } => {
+            Role::Original {
+                body,
+                record,
+                ended,
+                ..
+            } => {
                 let end = body.is_end_stream();
-                if end {
+                if end && !*ended {
                     lock(record).complete = true;
                 }
                 end
@@ -435,6 +472,23 @@ mod tests {
         SPARE.with(|spare| spare.borrow().len())
     }
 
+    // A body that says it ended and then streams more (against `Body`'s contract): what it
+    // streamed after is recorded too, so the copy never replays less than was sent.
+    #[tokio::test]
+    async fn frames_after_a_said_end_are_recorded_too() {
+        let liar = EndsLater {
+            chunks: vec![b"said the end, ", b"then more"],
+            ends_after: 1,
+            streamed: 0,
+        };
+        let original = ReplayBody::new(liar, 64);
+        let copy = original.replay_copy().unwrap();
+        let sent = original.collect().await.unwrap().to_bytes();
+        assert_eq!(sent, "said the end, then more");
+        assert!(copy.is_replayable());
+        assert_eq!(copy.collect().await.unwrap().to_bytes(), sent);
+    }
+
     // A record given back is the next body's, emptied: the next copy replays that body alone,
     // and only once it streamed; while the copy of the first body lives, its record is its own.
     #[tokio::test(flavor = "current_thread")]
@@ -442,7 +496,7 @@ mod tests {
         let first = ReplayBody::new(frames(&[b"the first ", b"body"]), 64);
         let first_copy = first.replay_copy().unwrap();
         let first_record = match &first.role {
-            Role::Original { record, .. } => Arc::as_ptr(&record.0),
+            Role::Original { record, .. } => Arc::as_ptr(record.arc()),
             Role::Copy { .. } => unreachable!(),
         };
         first.collect().await.unwrap();
@@ -458,7 +512,7 @@ mod tests {
 
         let third = ReplayBody::new(frames(&[b"third"]), 64);
         let third_record = match &third.role {
-            Role::Original { record, .. } => Arc::as_ptr(&record.0),
+            Role::Original { record, .. } => Arc::as_ptr(record.arc()),
             Role::Copy { .. } => unreachable!(),
         };
         assert_eq!(third_record, first_record, "the same record, taken again");
