@@ -28,28 +28,28 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
-//! let request = || {
+//! let new_request = || {
 //!     http::Request::post("http://127.0.0.1/echo")
 //!         .body(Full::new(Bytes::from_static(b"{}")))
 //!         .unwrap()
 //! };
 //!
 //! // `Full<Bytes>` is replayable: a snapshot is kept before it is sent, and made into the copy.
-//! let request = request();
+//! let request = new_request();
 //! let copy = CloneBody.keep(&request).expect("a replayable body");
 //! let sent = CloneBody.prepare(request, Some(&copy));
 //! let copy = CloneBody::replay(copy).expect("a clone replays");
 //! assert_eq!(copy.uri(), sent.uri());
 //!
 //! // `BufferBody` replays what the original streamed, once it streamed whole.
-//! let request = request();
+//! let request = new_request();
 //! let copy = BufferBody::default().keep(&request).unwrap();
 //! let sent = BufferBody::default().prepare(request, Some(&copy));
 //! sent.into_body().collect().await.unwrap();
 //! let copy = <BufferBody as ReplayPolicy<Full<Bytes>>>::replay(copy).unwrap();
 //! assert_eq!(copy.into_body().collect().await.unwrap().to_bytes(), "{}");
 //!
-//! assert!(NoReplay.keep(&request()).is_none());
+//! assert!(NoReplay.keep(&new_request()).is_none());
 //! # }
 //! ```
 //!
