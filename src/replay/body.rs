@@ -3,6 +3,7 @@
 use std::cell::RefCell;
 use std::fmt;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, ready};
 
@@ -43,6 +44,9 @@ pin_project! {
             record: Shared,
             next: usize,
             trailers_sent: bool,
+            // Set by the one original that records for this copy: a second one given the same
+            // copy records for itself, so the copy never replays two bodies run together.
+            tied: AtomicBool,
         },
     }
 }
@@ -133,11 +137,14 @@ impl<B> ReplayBody<B> {
     }
 
     /// An original that records what `body` streams, up to `max` bytes, for `copy` to replay
-    /// (a record of its own if there is no copy, or `copy` is not one).
+    /// (a record of its own if there is no copy, `copy` is not one, or another original
+    /// records for it already).
     #[inline]
     pub(crate) fn recording(body: B, max: usize, copy: Option<&Self>) -> Self {
         let record = match copy.map(|copy| &copy.role) {
-            Some(Role::Copy { record, .. }) => record.share(),
+            Some(Role::Copy { record, tied, .. }) if !tied.swap(true, Ordering::Relaxed) => {
+                record.share()
+            }
             _ => Shared::new(),
         };
         Self {
@@ -159,6 +166,7 @@ impl<B> ReplayBody<B> {
                 record: Shared::new(),
                 next: 0,
                 trailers_sent: false,
+                tied: AtomicBool::new(false),
             },
         }
     }
@@ -172,6 +180,7 @@ impl<B> ReplayBody<B> {
                     record: record.share(),
                     next: 0,
                     trailers_sent: false,
+                    tied: AtomicBool::new(true),
                 },
             }),
             Role::Copy { .. } => None,
@@ -263,6 +272,7 @@ where
                 record,
                 next,
                 trailers_sent,
+                ..
             } => {
                 let record = lock(record);
                 if !record.replayable() {
@@ -303,6 +313,7 @@ where
                 record,
                 next,
                 trailers_sent,
+                ..
             } => {
                 let record = lock(record);
                 *next >= record.chunks.len() && (*trailers_sent || record.trailers.is_none())
@@ -487,6 +498,38 @@ mod tests {
         assert_eq!(sent, "said the end, then more");
         assert!(copy.is_replayable());
         assert_eq!(copy.collect().await.unwrap().to_bytes(), sent);
+    }
+
+    // One copy handed to `prepare` with two bodies (a policy of a user's own can do it):
+    // the first body records for it, the second for itself, so the copy replays the first
+    // body alone, never the two run together.
+    #[tokio::test]
+    async fn a_copy_prepared_twice_replays_the_first_body_alone() {
+        use crate::replay::{BufferBody, ReplayPolicy};
+        let policy = BufferBody::default();
+        let request = |body: &'static [u8]| {
+            http::Request::post("http://127.0.0.1/a")
+                .body(frames(&[body]))
+                .unwrap()
+        };
+        let first = request(b"first");
+        let kept = policy.keep(&first).unwrap();
+        let first = policy.prepare(first, Some(&kept));
+        let second = policy.prepare(request(b"second"), Some(&kept));
+        assert_eq!(
+            first.into_body().collect().await.unwrap().to_bytes(),
+            "first"
+        );
+        assert_eq!(
+            second.into_body().collect().await.unwrap().to_bytes(),
+            "second"
+        );
+        let retry =
+            <BufferBody as ReplayPolicy<_>>::replay(kept).expect("the first streamed whole");
+        assert_eq!(
+            retry.into_body().collect().await.unwrap().to_bytes(),
+            "first"
+        );
     }
 
     // A record given back is the next body's, emptied: the next copy replays that body alone,

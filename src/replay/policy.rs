@@ -35,7 +35,10 @@ pub trait ReplayPolicy<B>: Clone {
     /// Turns the caller's request into the one sent (e.g. wraps its body). `kept` is what
     /// [`keep`](Self::keep) returned for it (`None` if it was not asked, or kept nothing).
     /// The layer's token may be attached already: a request sent at once gets it before,
-    /// one that waits for a token after.
+    /// one that waits for a token after. What `prepare` changes in the request is not in
+    /// `kept`, so not in the retry. The layer gives each `kept` to the `prepare` of its own
+    /// request, once; [`BufferBody`](super::BufferBody) given one `kept` twice records the
+    /// second body for nothing (its copy replays the first).
     fn prepare(&self, request: Request<B>, kept: Option<&Self::Kept>) -> Request<Self::Body>;
 
     /// The request to send again, made from what was kept; `None` if it turns out it cannot
