@@ -345,7 +345,7 @@ where
                         .as_ref()
                         .expect("ResponseFuture polled after completion")
                         .session;
-                    let entry = ready!(wait.poll_on(cx, session.cache()))?;
+                    let entry = ready!(wait.poll_entry(cx, session.cache()))?;
                     let Pending {
                         mut request,
                         mut service,
@@ -354,7 +354,7 @@ where
                     } = pending
                         .take()
                         .expect("ResponseFuture polled after completion");
-                    let proof = authorize(&mut request, &entry, &session.rules().origins)?;
+                    let proof = authorize(&mut request, entry, &session.rules().origins)?;
                     let sent = Some(Sent {
                         generation: entry.generation,
                         session,
@@ -409,17 +409,17 @@ where
                     session,
                     after_nonce,
                 } => {
-                    let entry = ready!(wait.poll_on(cx, session.cache()))?;
+                    let entry = ready!(wait.poll_entry(cx, session.cache()))?;
                     let (mut request, service) = retry
                         .take()
                         .expect("ResponseFuture polled after completion");
                     // A new proof: the retry's is never the copied one.
-                    let proof = authorize(&mut request, &entry, &session.rules().origins)?;
+                    let proof = authorize(&mut request, entry, &session.rules().origins)?;
                     let session = session.clone();
-                    let after_nonce = *after_nonce;
+                    let (after_nonce, generation) = (*after_nonce, entry.generation);
                     self.set(Cold::Retrying {
                         future: Oneshot::new(service, request),
-                        generation: entry.generation,
+                        generation,
                         session,
                         proof,
                         after_nonce,

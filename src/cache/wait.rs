@@ -18,7 +18,7 @@ use tokio::sync::futures::OwnedNotified;
 
 use super::entry::Phase;
 use super::{Entry, Join, Outcome, TokenCache, Windows, aborted, metrics};
-use crate::refresh::{RefreshErrorKind, RefreshReason};
+use crate::refresh::{RefreshError, RefreshErrorKind, RefreshReason};
 
 /// One flight's outcome: set once (a timeout that releases the waiters, or the result), then
 /// every waiter is woken. After a timeout, the late result is kept too: a waiter that looks
@@ -164,7 +164,8 @@ pin_project! {
             #[pin]
             notified: OwnedNotified,
         },
-        Done,
+        // Known without waiting.
+        Known { outcome: Outcome },
     }
 }
 
@@ -193,16 +194,25 @@ impl Wait {
         cx: &mut Context<'_>,
         cache: &TokenCache,
     ) -> Poll<Outcome> {
+        self.poll_entry(cx, cache).map_ok(Arc::clone)
+    }
+
+    /// [`poll_on`](Self::poll_on), the token lent by the wait: the waiters of a flight take
+    /// no reference count of the token they all get (one cache line written by each of
+    /// thousands of waiters at once, on every thread). Once ready, it stays ready with the
+    /// same outcome.
+    pub(crate) fn poll_entry<'a>(
+        self: Pin<&'a mut Self>,
+        cx: &mut Context<'_>,
+        cache: &TokenCache,
+    ) -> Poll<Result<&'a Arc<Entry>, RefreshError>> {
         let mut this = self.project();
         loop {
             match this.state.as_mut().project() {
                 StateProj::Start { goal } => {
                     let goal = *goal;
                     match start(cache, goal, this.windows) {
-                        Started::Done(outcome) => {
-                            this.state.set(State::Done);
-                            return Poll::Ready(outcome);
-                        }
+                        Started::Done(outcome) => this.state.set(State::Known { outcome }),
                         Started::Wait(
                             seen,
                             Waiter {
@@ -217,27 +227,37 @@ impl Wait {
                     }
                 }
                 StateProj::Flight {
-                    seen,
                     published,
                     notified,
+                    ..
                 } => {
-                    let outcome = match published.latest() {
-                        Some(outcome) => outcome.clone(),
-                        None => {
-                            if notified.poll(cx).is_pending() {
-                                return Poll::Pending;
-                            }
-                            // Woken: published before (or dropped, which publishes too).
-                            published.latest().cloned().unwrap_or_else(aborted)
-                        }
-                    };
-                    let outcome = fall_back(outcome, seen.take(), cache);
-                    this.state.set(State::Done);
-                    return Poll::Ready(outcome);
+                    // Woken once published (or dropped, which publishes too). Polled even
+                    // when the outcome is there: a woken place is let go here, without a
+                    // lock, instead of in its drop, which takes the lock of the list that
+                    // every waiter of the flight is in, all of them ending at once.
+                    if notified.poll(cx).is_pending() && published.latest().is_none() {
+                        return Poll::Pending;
+                    }
+                    break;
                 }
-                StateProj::Done => panic!("Wait polled after completion"),
+                StateProj::Known { .. } => break,
             }
         }
+        Poll::Ready(match this.state.project() {
+            StateProj::Known { outcome } => outcome.as_ref().map_err(Clone::clone),
+            StateProj::Flight {
+                seen, published, ..
+            } => match published.latest() {
+                Some(Ok(entry)) => Ok(entry),
+                Some(Err(error)) => fall_back(error, seen.as_ref(), cache),
+                None => fall_back(
+                    &RefreshError::new(RefreshErrorKind::Aborted),
+                    seen.as_ref(),
+                    cache,
+                ),
+            },
+            StateProj::Start { .. } => unreachable!("a wait's start is left before it is ready"),
+        })
     }
 }
 
@@ -304,19 +324,26 @@ fn start(cache: &TokenCache, goal: Goal, windows: &Windows) -> Started {
     match cache.join(reason, seen.as_ref().map(|e| e.generation), windows) {
         Ok(Join::Ready(entry)) => Started::Done(Ok(entry)),
         Ok(Join::Wait(waiter)) => Started::Wait(seen, waiter),
-        Err(error) => Started::Done(fall_back(Err(error), seen, cache)),
+        Err(error) => {
+            let outcome = fall_back(&error, seen.as_ref(), cache).map(Arc::clone);
+            Started::Done(outcome)
+        }
     }
 }
 
 /// A failed refresh does not stop a token that is still valid from being served.
-fn fall_back(outcome: Outcome, seen: Option<Arc<Entry>>, cache: &TokenCache) -> Outcome {
-    match (outcome, seen) {
-        (Err(error), Some(seen))
+fn fall_back<'a>(
+    error: &RefreshError,
+    seen: Option<&'a Arc<Entry>>,
+    cache: &TokenCache,
+) -> Result<&'a Arc<Entry>, RefreshError> {
+    match seen {
+        Some(seen)
             if !seen.is_expired(cache.now()) && error.kind() != RefreshErrorKind::Superseded =>
         {
             Ok(seen)
         }
-        (outcome, _) => outcome,
+        _ => Err(error.clone()),
     }
 }
 
