@@ -20,7 +20,8 @@
 //!   every case once, in a rotating order): the per-round ratio to the baseline of the same
 //!   round (median and quartiles), medians of the wall time, the added latency (against
 //!   `valid_token` of the same round), the drain (from the end of the refresh to the last
-//!   response) and the per-request latencies.
+//!   response), the first (from the end of the refresh to the first response: the wake-up,
+//!   before the drain's work per request) and the per-request latencies.
 //! - `refresh_window/stream` (table): a steady stream of requests from 4 tasks while the token
 //!   is refreshed every cycle by a refresher that takes 50 ms: p50/p99/max latency of the
 //!   requests that overlap a refresh against those that do not, with the soft window on
@@ -207,6 +208,9 @@ struct Stampede {
     wall: Duration,
     /// From the end of the refresh (or the opening of the gate) to the last response.
     drain: Option<Duration>,
+    /// From the end of the refresh to the first response: how long the waiters take to be
+    /// woken, before the drain's work per request.
+    first: Option<Duration>,
     /// Each request's latency, from the moment all are let go.
     latencies: Histogram,
 }
@@ -320,17 +324,21 @@ where
     let opened = Instant::now();
     start.send_replace(true);
     let mut latencies = Histogram::default();
-    let mut last = opened;
+    let (mut first, mut last) = (None::<Instant>, opened);
     for task in tasks {
         let (done, status) = task.await.unwrap();
         assert_eq!(status.unwrap(), StatusCode::OK);
         latencies.record(done - opened);
         last = last.max(done);
+        first = Some(first.map_or(done, |first| first.min(done)));
     }
     let ended = *calls.ended.lock().unwrap();
     Stampede {
         wall: last - opened,
         drain: ended.map(|ended| last.saturating_duration_since(ended)),
+        first: ended
+            .zip(first)
+            .map(|(ended, first)| first.saturating_duration_since(ended)),
         latencies,
     }
 }
@@ -404,8 +412,8 @@ fn stampede_table(runtime: &Runtime, length: Length) {
         }
     }
     println!(
-        "{:<14} {:>9} {:>19} {:>9} {:>9} {:>9} {:>9} {:>9}",
-        "case", "wall", "ratio", "added", "drain", "req p50", "req p99", "req max"
+        "{:<14} {:>9} {:>19} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "case", "wall", "ratio", "added", "drain", "first", "req p50", "req p99", "req max"
     );
     let valid_walls: Vec<Duration> = runs[1].iter().map(|run| run.wall).collect();
     for (index, case) in Case::ALL.iter().enumerate() {
@@ -431,23 +439,26 @@ fn stampede_table(runtime: &Runtime, length: Length) {
             }
             _ => String::new(),
         };
-        let mut drain: Vec<Duration> = runs.iter().filter_map(|run| run.drain).collect();
-        let drain = if drain.is_empty() {
-            String::new()
-        } else {
-            Nanos::of(median(&mut drain)).to_string()
-        };
+        let [drain, first] = [|run: &Stampede| run.drain, |run: &Stampede| run.first].map(|of| {
+            let mut values: Vec<Duration> = runs.iter().filter_map(of).collect();
+            if values.is_empty() {
+                String::new()
+            } else {
+                Nanos::of(median(&mut values)).to_string()
+            }
+        });
         let mut latencies = Histogram::default();
         for run in runs {
             latencies.merge(&run.latencies);
         }
         println!(
-            "{:<14} {:>9} {:>19} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            "{:<14} {:>9} {:>19} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
             case.name(),
             Nanos::of(wall),
             ratio,
             added,
             drain,
+            first,
             Nanos(latencies.percentile(0.50)),
             Nanos(latencies.percentile(0.99)),
             Nanos(latencies.max()),
