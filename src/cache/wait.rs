@@ -163,6 +163,8 @@ pin_project! {
             published: Arc<Published>,
             #[pin]
             notified: OwnedNotified,
+            // Whether `notified` took its place in the list (was polled and pending).
+            listed: bool,
         },
         // Known without waiting.
         Known { outcome: Outcome },
@@ -199,8 +201,9 @@ impl Wait {
 
     /// [`poll_on`](Self::poll_on), the token lent by the wait: the waiters of a flight take
     /// no reference count of the token they all get (one cache line written by each of
-    /// thousands of waiters at once, on every thread). Once ready, it stays ready with the
-    /// same outcome.
+    /// thousands of waiters at once, on every thread). Polled again once ready, it answers
+    /// from what is there then: the late result after a timeout, a fallback token only while
+    /// it is valid.
     pub(crate) fn poll_entry<'a>(
         self: Pin<&'a mut Self>,
         cx: &mut Context<'_>,
@@ -223,20 +226,33 @@ impl Wait {
                             seen,
                             published,
                             notified,
+                            listed: false,
                         }),
                     }
                 }
                 StateProj::Flight {
                     published,
-                    notified,
+                    mut notified,
+                    listed,
                     ..
                 } => {
-                    // Woken once published (or dropped, which publishes too). Polled even
-                    // when the outcome is there: a woken place is let go here, without a
-                    // lock, instead of in its drop, which takes the lock of the list that
-                    // every waiter of the flight is in, all of them ending at once.
-                    if notified.poll(cx).is_pending() && published.latest().is_none() {
-                        return Poll::Pending;
+                    // Woken once published (or dropped, which publishes too). A place taken
+                    // in the list is polled once more even when the outcome is there: tokio
+                    // lets a woken one go without a lock then, where its drop would take the
+                    // lock of the list that every waiter of the flight is in, all of them
+                    // ending at once. One never listed is left as it is (its drop takes no
+                    // lock).
+                    if published.latest().is_some() {
+                        if *listed {
+                            let _ = notified.poll(cx);
+                        }
+                        break;
+                    }
+                    if notified.as_mut().poll(cx).is_pending() {
+                        *listed = true;
+                        if published.latest().is_none() {
+                            return Poll::Pending;
+                        }
                     }
                     break;
                 }
@@ -365,7 +381,7 @@ mod tests {
             published,
             notified,
         } = waiter;
-        // As `Wait` does: what is there, else what comes once woken.
+        // What is there, else what comes once woken.
         if published.latest().is_none() {
             tokio::time::timeout(limit, notified).await.ok()?;
         }
