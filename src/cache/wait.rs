@@ -36,7 +36,7 @@ pub(super) struct Published {
 
 /// How many lists a flight's waiters are in. Woken from the waiters' runtime, each list is
 /// woken by a task of its own, so two workers wake a stampede's waiters at once instead of
-/// one (in the stampede bench, `expired_token` 1.08–1.11 of the ideal single flight in three
+/// one (in the stampede bench, `expired_token` 1.08–1.11 of the ideal single flight in four
 /// runs, against 1.11–1.12 in four with one list).
 const LISTS: usize = 2;
 
