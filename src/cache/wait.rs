@@ -475,7 +475,7 @@ mod tests {
     /// Waiters in every list are woken: none is left in a list that only its own wake-up
     /// task would reach.
     #[test]
-    fn every_list_is_woken_from_the_waiters_runtime() {
+    fn every_list_is_woken() {
         let there = tokio::runtime::Runtime::new().unwrap();
         let flight = tokio::runtime::Runtime::new().unwrap();
         let (mut publisher, published) = Published::new(Some(there.handle().clone()));
