@@ -877,6 +877,41 @@ async fn a_waiting_request_holds_no_capacity_the_refresher_needs() {
     );
 }
 
+// A waiting request whose service is not ready once the token is there waits for the
+// service, holding nothing it would send twice: sent once it is ready, with the token, and
+// retried once after a rejection, again only once the service is ready.
+#[tokio::test(start_paused = true)]
+async fn a_waiting_request_whose_service_is_not_ready_is_sent_once_it_is() {
+    let counter = Counter::new();
+    let layer = AuthLayer::new(counter.refresher(Duration::from_secs(1)));
+    let (inner, mut server) = mock::pair::<Request<Full<Bytes>>, Response<Full<Bytes>>>();
+    let mut service = layer.layer(inner);
+    let call = tokio::spawn(service.ready().await.unwrap().call(get()));
+    // The request waits for the login; meanwhile the API stops taking requests.
+    server.allow(0);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(counter.calls(), 1, "the login");
+    let early = tokio::time::timeout(Duration::from_secs(5), server.next_request()).await;
+    assert!(early.is_err(), "sent before the service was ready");
+
+    server.allow(1);
+    let next = tokio::time::timeout(Duration::from_secs(5), server.next_request()).await;
+    let (request, reply) = next.expect("sent once the service is ready").unwrap();
+    assert_eq!(request.headers()[AUTHORIZATION], "Bearer token-1");
+    reply.send_response(respond(StatusCode::UNAUTHORIZED, String::new()));
+    // The retry waits for the refresh, then for the service.
+    let early = tokio::time::timeout(Duration::from_secs(5), server.next_request()).await;
+    assert!(early.is_err(), "retried before the service was ready");
+    assert_eq!(counter.calls(), 2, "the refresh after the rejection");
+
+    server.allow(1);
+    let next = tokio::time::timeout(Duration::from_secs(5), server.next_request()).await;
+    let (retry, reply) = next.expect("retried once the service is ready").unwrap();
+    assert_eq!(retry.headers()[AUTHORIZATION], "Bearer token-2");
+    reply.send_response(respond(StatusCode::OK, String::new()));
+    assert_eq!(call.await.unwrap().unwrap().status(), StatusCode::OK);
+}
+
 // Logging out while a refresh runs: the refresh does not log the user back in; tokens set
 // by the application while a refresh runs are not replaced by it.
 #[tokio::test(start_paused = true)]

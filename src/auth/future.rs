@@ -53,8 +53,12 @@ pin_project! {
     /// The response future of [`AuthService`](crate::AuthService).
     ///
     /// `B` is the body type the inner service receives, `K` what the replay policy keeps for
-    /// a retry ([`ReplayPolicy::Kept`](crate::replay::ReplayPolicy::Kept)). Small on the hot
-    /// path: a request that waits for a token, or is retried, moves into a box.
+    /// a retry ([`ReplayPolicy::Kept`](crate::replay::ReplayPolicy::Kept)).
+    ///
+    /// A request that waits for a token waits inside the future, and is sent from there: a
+    /// stampede's waiters allocate nothing of their own. A request that is retried, or whose
+    /// service is not ready once the token is there, moves into a box. The future is not
+    /// [`Unpin`]: to poll it by hand, pin it (`std::pin::pin!`, `Box::pin`).
     pub struct ResponseFuture<S, B, K = Request<B>>
     where
         S: Service<Request<B>>,
@@ -81,7 +85,16 @@ pin_project! {
             future: S::Future,
             sent: Option<Sent<S, B, K>>,
         },
-        // Off the hot path: waiting for a token, or retrying.
+        // No token fit to send: waiting for one. Inline: once the token is there, the sent
+        // state takes the place the waiting one leaves. The service is a clone not yet
+        // polled ready, so the wait holds no capacity of the inner service (which the
+        // refresher may share, e.g. through a `Buffer`).
+        Waiting {
+            #[pin]
+            wait: Wait,
+            pending: Option<Pending<S, B, K>>,
+        },
+        // Off the hot path: a service not ready at once, a retry.
         Cold {
             cold: Pin<Box<Cold<S, B, K>>>,
         },
@@ -94,14 +107,6 @@ pin_project! {
     where
         S: Service<Request<B>>,
     {
-        // No token fit to send: waiting for one. The service is a clone not yet polled
-        // ready, so the wait holds no capacity of the inner service (which the refresher
-        // may share, e.g. through a `Buffer`).
-        Waiting {
-            #[pin]
-            wait: Wait,
-            pending: Option<Pending<S, B, K>>,
-        },
         // The token is attached: waiting for the service to be ready.
         Readying {
             request: Option<Request<B>>,
@@ -185,15 +190,13 @@ where
         session: Session<S>,
     ) -> Self {
         Self {
-            state: State::Cold {
-                cold: Box::pin(Cold::Waiting {
-                    wait: Wait::acquire(session.rules().windows),
-                    pending: Some(Pending {
-                        request,
-                        service,
-                        kept,
-                        session,
-                    }),
+            state: State::Waiting {
+                wait: Wait::acquire(session.rules().windows),
+                pending: Some(Pending {
+                    request,
+                    service,
+                    kept,
+                    session,
                 }),
             },
         }
@@ -296,8 +299,8 @@ where
 {
     type Output = Result<Response<ResB>, BoxError>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.as_mut().project();
         match this.state.as_mut().project() {
             StateProj::Passthrough { future } => future.poll(cx).map_err(Into::into),
             StateProj::Sent { future, sent } => {
@@ -325,6 +328,47 @@ where
                     }
                 }
             }
+            StateProj::Waiting { wait, pending } => {
+                let session = &pending
+                    .as_ref()
+                    .expect("ResponseFuture polled after completion")
+                    .session;
+                let entry = ready!(wait.poll_entry(cx, session.cache()))?;
+                let Pending {
+                    mut request,
+                    mut service,
+                    kept,
+                    session,
+                } = pending
+                    .take()
+                    .expect("ResponseFuture polled after completion");
+                let proof = authorize(&mut request, entry, &session.rules().origins)?;
+                let sent = Some(Sent {
+                    generation: entry.generation,
+                    session,
+                    retry: kept,
+                    proof,
+                });
+                // Sent at once if the service is ready (it usually is), on the hot path.
+                match service.poll_ready(cx) {
+                    Poll::Ready(Ok(())) => {
+                        let future = service.call(request);
+                        this.state.set(State::Sent { future, sent });
+                        self.poll(cx)
+                    }
+                    Poll::Ready(Err(error)) => Poll::Ready(Err(error.into())),
+                    Poll::Pending => {
+                        this.state.set(State::Cold {
+                            cold: Box::pin(Cold::Readying {
+                                request: Some(request),
+                                service: Some(service),
+                                sent,
+                            }),
+                        });
+                        Poll::Pending
+                    }
+                }
+            }
             StateProj::Cold { cold } => cold.as_mut().poll(cx),
         }
     }
@@ -340,44 +384,6 @@ where
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         loop {
             match self.as_mut().project() {
-                ColdProj::Waiting { wait, pending } => {
-                    let session = &pending
-                        .as_ref()
-                        .expect("ResponseFuture polled after completion")
-                        .session;
-                    let entry = ready!(wait.poll_entry(cx, session.cache()))?;
-                    let Pending {
-                        mut request,
-                        mut service,
-                        kept,
-                        session,
-                    } = pending
-                        .take()
-                        .expect("ResponseFuture polled after completion");
-                    let proof = authorize(&mut request, entry, &session.rules().origins)?;
-                    let sent = Some(Sent {
-                        generation: entry.generation,
-                        session,
-                        retry: kept,
-                        proof,
-                    });
-                    // Sent at once if the service is ready (it usually is): one state less.
-                    match service.poll_ready(cx) {
-                        Poll::Ready(Ok(())) => {
-                            let future = service.call(request);
-                            self.set(Cold::Sent { future, sent });
-                        }
-                        Poll::Ready(Err(error)) => return Poll::Ready(Err(error.into())),
-                        Poll::Pending => {
-                            self.set(Cold::Readying {
-                                request: Some(request),
-                                service: Some(service),
-                                sent,
-                            });
-                            return Poll::Pending;
-                        }
-                    }
-                }
                 ColdProj::Readying {
                     request,
                     service,
@@ -527,8 +533,8 @@ where
         let state = match &self.state {
             State::Passthrough { .. } => "sent (not ours)",
             State::Sent { .. } => "sent",
+            State::Waiting { .. } => "waiting for a token",
             State::Cold { cold } => match &**cold {
-                Cold::Waiting { .. } => "waiting for a token",
                 Cold::Readying { .. } => "waiting for the service",
                 Cold::Sent { .. } => "sent",
                 Cold::Refreshing { .. } => "waiting for a newer token",

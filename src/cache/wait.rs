@@ -1,5 +1,5 @@
-//! Waiting for a token: a future with a name, so that a waiting request holds it inline (one
-//! box per waiting request, not two), and a flight's outcome published once to its waiters.
+//! Waiting for a token: a future with a name, so that a waiting request holds it inline (no
+//! box of its own), and a flight's outcome published once to its waiters.
 //!
 //! A flight publishes into a [`Published`] cell and wakes every waiter through tokio
 //! [`Notify`]s (a few lists, woken at once); each waiter holds the cell and its place in one
