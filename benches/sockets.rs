@@ -9,7 +9,8 @@
 //! - `sockets/throughput` (table), at 1 and at 64 requests in flight: the clients take turns,
 //!   in rotating order, each sending a fixed number of requests per round; the median requests
 //!   per second and the median (and quartiles) of the per-round ratios to the baseline, which
-//!   cancel the drift of a shared 2-core machine.
+//!   cancel the drift of a shared 2-core machine. `add_authorization_2` is the baseline again
+//!   (its own connection pool): its ratio is the bench's own error.
 //!
 //! ```sh
 //! cargo bench --bench sockets                  # full run
@@ -176,6 +177,9 @@ fn setup(runtime: &Runtime) -> Setup {
             .unwrap();
         let add_authorization =
             AddAuthorizationLayer::bearer(token.access_token().secret()).layer(client());
+        // The same baseline again, with a pool of its own: how far from 1 the bench puts a
+        // client that costs exactly what the baseline costs.
+        let control = AddAuthorizationLayer::bearer(token.access_token().secret()).layer(client());
 
         let layer = AuthLayer::new(idp.refresher_builder().build_http().unwrap());
         let auth_layer = layer.layer(client());
@@ -184,7 +188,8 @@ fn setup(runtime: &Runtime) -> Setup {
         let clients = vec![
             ("add_authorization", runner(add_authorization, url.clone())),
             ("auth_layer", runner(auth_layer, url.clone())),
-            ("auth_layer_no_replay", runner(no_replay, url)),
+            ("auth_layer_no_replay", runner(no_replay, url.clone())),
+            ("add_authorization_2", runner(control, url)),
         ];
         // Open the connections (and log the layer in) before anything is measured.
         for (_, run) in &clients {
