@@ -912,6 +912,68 @@ async fn a_waiting_request_whose_service_is_not_ready_is_sent_once_it_is() {
     assert_eq!(call.await.unwrap().unwrap().status(), StatusCode::OK);
 }
 
+/// A replay policy whose copies are counted: each holds a clone of `0`.
+#[derive(Clone, Default)]
+struct CountedCopies(Arc<()>);
+
+impl CountedCopies {
+    /// The clones of `0`: the policy values (this one, the layer's, the service's) and the
+    /// copies alive.
+    fn count(&self) -> usize {
+        Arc::strong_count(&self.0)
+    }
+}
+
+impl tower_auth_refresh::replay::ReplayPolicy<Full<Bytes>> for CountedCopies {
+    type Body = Full<Bytes>;
+    type Kept = (Arc<()>, Request<Full<Bytes>>);
+
+    fn keep(&self, request: &Request<Full<Bytes>>) -> Option<Self::Kept> {
+        let mut copy = Request::new(request.body().clone());
+        *copy.uri_mut() = request.uri().clone();
+        Some((Arc::clone(&self.0), copy))
+    }
+
+    fn prepare(
+        &self,
+        request: Request<Full<Bytes>>,
+        _: Option<&Self::Kept>,
+    ) -> Request<Full<Bytes>> {
+        request
+    }
+
+    fn replay((_, copy): Self::Kept) -> Option<Request<Full<Bytes>>> {
+        Some(copy)
+    }
+}
+
+// A response that accepts the token lets go of the copy kept for a retry at once, not when
+// its future is dropped (a `BufferBody` record holds up to 64 KiB): for a request sent at
+// once and for one that waited for the token.
+#[tokio::test]
+async fn an_answered_request_lets_go_of_its_copy_before_its_future_is_dropped() {
+    let counter = Counter::new();
+    let policy = CountedCopies::default();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let mut service = AuthLayer::new(counter.refresher(Duration::ZERO))
+        .replay_policy(policy.clone())
+        .layer(api(|_| true, Arc::clone(&calls)));
+    let policies = policy.count();
+    for case in ["waited for the token", "sent at once"] {
+        let mut future = Box::pin(service.ready().await.unwrap().call(get()));
+        assert_eq!(policy.count() - policies, 1, "{case}: the copy is kept");
+        let response = std::future::poll_fn(|cx| future.as_mut().poll(cx)).await;
+        assert_eq!(response.unwrap().status(), StatusCode::OK);
+        assert_eq!(
+            policy.count(),
+            policies,
+            "{case}: the copy is gone once answered"
+        );
+        drop(future);
+    }
+    assert_eq!((counter.calls(), calls.load(Ordering::SeqCst)), (1, 2));
+}
+
 // Logging out while a refresh runs: the refresh does not log the user back in; tokens set
 // by the application while a refresh runs are not replaced by it.
 #[tokio::test(start_paused = true)]

@@ -306,7 +306,8 @@ where
             StateProj::Sent { future, sent } => {
                 let response = ready!(future.poll(cx)).map_err(Into::into)?;
                 // The common case decided in place: a response that does not reject the token.
-                if let Some(accepted) = sent.as_ref().filter(|sent| {
+                // The copy kept for a retry goes now, not when the future is dropped.
+                if let Some(accepted) = sent.take_if(|sent| {
                     !sent.proof.is_some()
                         && !sent
                             .session
