@@ -94,7 +94,7 @@ pin_project! {
             wait: Wait,
             pending: Option<Pending<S, B, K>>,
         },
-        // Off the hot path: a service not ready at once, a retry.
+        // Off the hot path: a service not ready at once, a retry, a request refused unsent.
         Cold {
             cold: Pin<Box<Cold<S, B, K>>>,
         },
