@@ -64,6 +64,21 @@ struct Record {
 }
 
 impl Record {
+    /// Empties the record for the next body: its chunks and trailers are released, and a
+    /// list of chunks that outgrew its inline room is freed too.
+    #[inline]
+    fn clear(&mut self) {
+        if self.chunks.spilled() {
+            self.chunks = SmallVec::new();
+        } else {
+            self.chunks.clear();
+        }
+        self.trailers = None;
+        self.buffered = 0;
+        self.complete = false;
+        self.spoiled = false;
+    }
+
     fn replayable(&self) -> bool {
         self.complete && !self.spoiled
     }
@@ -122,7 +137,10 @@ impl Drop for Shared {
             return;
         };
         // Emptied now: the chunks and trailers it held are released with this body.
-        *inner.get_mut().unwrap_or_else(PoisonError::into_inner) = Record::default();
+        inner
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
         inner.clear_poison();
         // A thread that is ending, or a full list: the record is freed.
         spare::give_back(&SPARE, move || record);
@@ -215,25 +233,26 @@ where
                 max,
                 ended,
             } => {
-                let frame = ready!(body.as_mut().poll_frame(cx));
-                if frame.is_none() && *ended {
-                    return Poll::Ready(None);
-                }
-                let mut record = lock(record);
-                let frame = match frame {
+                let frame = match ready!(body.as_mut().poll_frame(cx)) {
+                    Some(Ok(frame)) => frame,
                     None => {
-                        record.complete = true;
+                        if !*ended {
+                            lock(record).complete = true;
+                        }
                         return Poll::Ready(None);
                     }
                     Some(Err(error)) => {
-                        record.spoiled = true;
+                        lock(record).spoiled = true;
                         return Poll::Ready(Some(Err(error)));
                     }
-                    Some(Ok(frame)) => frame,
                 };
                 let frame = match frame.into_data() {
                     Ok(mut data) => {
                         let bytes = data.copy_to_bytes(data.remaining());
+                        // A client may stop polling once the body says it has ended (hyper
+                        // does, and never polls a body that is empty from the start).
+                        let end = body.is_end_stream();
+                        let mut record = lock(record);
                         if !record.spoiled {
                             if record.buffered + bytes.len() > *max {
                                 // Past the cap: this body will not be replayed.
@@ -244,9 +263,7 @@ where
                                 record.chunks.push(bytes.clone());
                             }
                         }
-                        // A client may stop polling once the body says it has ended (hyper
-                        // does, and never polls a body that is empty from the start).
-                        if body.is_end_stream() {
+                        if end {
                             record.complete = true;
                             *ended = true;
                         }
@@ -255,13 +272,14 @@ where
                     Err(frame) => match frame.into_trailers() {
                         // Trailers are the last frame: hyper does not poll past them.
                         Ok(trailers) => {
+                            let mut record = lock(record);
                             record.trailers = Some(trailers.clone());
                             record.complete = true;
                             Frame::trailers(trailers)
                         }
                         // An unknown kind of frame: pass it on, but it cannot be replayed.
                         Err(frame) => {
-                            record.spoiled = true;
+                            lock(record).spoiled = true;
                             frame.map_data(|_| Bytes::new())
                         }
                     },
