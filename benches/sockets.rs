@@ -10,7 +10,8 @@
 //!   in rotating order, each sending a fixed number of requests per round; the median requests
 //!   per second and the median (and quartiles) of the per-round ratios to the baseline, which
 //!   cancel the drift of a shared 2-core machine. `add_authorization_2` is the baseline again
-//!   (its own connection pool): its ratio is the bench's own error.
+//!   (its own connection pool, last in the list): its ratio is the bench's own error, and the
+//!   last column gives each client's ratio to it, a second baseline.
 //!
 //! ```sh
 //! cargo bench --bench sockets                  # full run
@@ -214,7 +215,9 @@ fn throughput_table(runtime: &Runtime, setup: &Setup, length: Length) {
     let (rounds, requests) = match length {
         Length::Test => (1, 200),
         Length::Quick => (10, 1_000),
-        Length::Full => (40, 3_000),
+        // Many short rounds: with 40 rounds of 3,000 the baseline against itself spread over
+        // 0.971–1.009 from run to run; with 300 of 1,000, 0.995–1.003 (2026-12-03).
+        Length::Full => (300, 1_000),
     };
     let clients = &setup.clients;
     for concurrency in [1, 64] {
@@ -234,26 +237,44 @@ fn throughput_table(runtime: &Runtime, setup: &Setup, length: Length) {
             "\nsockets/throughput: {rounds} rounds of {requests} requests per client, {concurrency} in flight, GET /auth/check over 127.0.0.1; client and servers on a thread each"
         );
         println!(
-            "{:<22} {:>12} {:>12} {:>12} {:>14} {:>12}",
-            "client", "req/s (med)", "req/s (min)", "req/s (max)", "ratio (med)", "quartiles"
+            "{:<22} {:>12} {:>12} {:>12} {:>14} {:>12} {:>12}",
+            "client",
+            "req/s (med)",
+            "req/s (min)",
+            "req/s (max)",
+            "ratio (med)",
+            "quartiles",
+            "to the _2"
         );
-        for (index, (name, _)) in clients.iter().enumerate() {
+        // The median and quartiles of the per-round ratios of `index` to `baseline`.
+        let ratio_to = |index: usize, baseline: usize| {
             let mut ratios: Vec<f64> = rates[index]
                 .iter()
-                .zip(&rates[0])
+                .zip(&rates[baseline])
                 .map(|(rate, baseline)| rate / baseline)
                 .collect();
             let ratio = median(&mut ratios);
-            let (q1, q3) = (ratios[ratios.len() / 4], ratios[ratios.len() * 3 / 4]);
+            (
+                ratio,
+                ratios[ratios.len() / 4],
+                ratios[ratios.len() * 3 / 4],
+            )
+        };
+        let control = clients.len() - 1;
+        for (index, (name, _)) in clients.iter().enumerate() {
+            let (ratio, q1, q3) = ratio_to(index, 0);
+            // The same ratio against the baseline's second client, the control.
+            let (to_control, _, _) = ratio_to(index, control);
             let mut own = rates[index].clone();
             println!(
-                "{:<22} {:>12.0} {:>12.0} {:>12.0} {:>14.3} {:>12}",
+                "{:<22} {:>12.0} {:>12.0} {:>12.0} {:>14.3} {:>12} {:>12.3}",
                 name,
                 median(&mut own),
                 own[0],
                 own[own.len() - 1],
                 ratio,
                 format!("{q1:.3}–{q3:.3}"),
+                to_control,
             );
         }
     }
